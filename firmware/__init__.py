@@ -1,0 +1,1 @@
+"""What goes on a board: board definitions, boot files and the bundle build (CPython side)."""

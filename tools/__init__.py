@@ -1,0 +1,1 @@
+"""Developer tools: the board emulator, benchmarks and checks."""
