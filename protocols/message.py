@@ -1,0 +1,74 @@
+"""Base classes of the messages: what every device message and every command carries (SPEC.md "Common").
+
+Up (device -> fleet) maps: key 0 protocol version, 1 boot id, 2 sequence number; their own keys from 3.
+Down (fleet -> device) maps: key 0 protocol version, 1 command id; their own keys from 2.
+Readers ignore keys they do not know, so a newer fleet reads an older device and the other way round.
+"""
+
+from protocols import fields
+from protocols.topics import DOWN, UP
+
+
+class Message:
+    """A message of the contract; subclasses set KIND/DIRECTION and implement `to_obj`/`from_obj`."""
+
+    KIND = ""
+    DIRECTION = ""
+
+    def to_obj(self):
+        """The message as the plain value (dict with int keys, or list) that is CBOR-encoded."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_obj(cls, obj):
+        """Build and validate the message from a decoded value; ProtocolError when it breaks the contract."""
+        raise NotImplementedError
+
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.to_obj() == self.to_obj()
+
+    def __repr__(self) -> str:
+        return "%s(%r)" % (type(self).__name__, self.to_obj())
+
+
+class UpMessage(Message):
+    """A device message: carries the boot id and the 32-bit sequence number (SPEC.md "Sequence")."""
+
+    DIRECTION = UP
+
+    def __init__(self, boot: int, seq: int) -> None:
+        self.boot = fields.uint(boot, "boot")
+        self.seq = fields.uint(seq, "seq")
+        self.protocol = fields.VERSION
+
+    def header(self) -> dict:
+        """The common keys 0..2 as a fresh dict for `to_obj` to extend."""
+        return {0: fields.VERSION, 1: self.boot, 2: self.seq}
+
+    @staticmethod
+    def read_header(obj, name: str):
+        """(map, version, boot, seq) of a decoded device message."""
+        obj = fields.as_map(obj, name)
+        version = fields.version(obj)
+        boot = fields.require(obj, 1, "boot")
+        seq = fields.require(obj, 2, "seq")
+        return obj, version, boot, seq
+
+
+class Command(Message):
+    """A fleet command: carries the command id the device's ack refers to."""
+
+    DIRECTION = DOWN
+
+    def __init__(self, cid: int) -> None:
+        self.cid = fields.uint(cid, "cid")
+
+    def header(self) -> dict:
+        """The common keys 0..1 as a fresh dict for `to_obj` to extend."""
+        return {0: fields.VERSION, 1: self.cid}
+
+    @staticmethod
+    def read_header(obj, name: str):
+        """(map, version, cid) of a decoded command."""
+        obj = fields.as_map(obj, name)
+        return obj, fields.version(obj), fields.require(obj, 1, "cid")
