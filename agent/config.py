@@ -1,0 +1,239 @@
+"""AgentConfig: the config document in force, validated, merged over the kind's defaults, kept on flash.
+
+Keys are those of the wire message (SPEC.md "Config", protocols/config.py), so the decoded map (or
+`Config.to_obj()`) is applied as it is:
+
+    2 version (uint32 >= 1)   3 alarms: name -> {0 measure, 1 raise, 2 clear, 3 confirm s, 4 level}
+    4 sample period s (1..86400): measure ->       5 heartbeat s (1..86400)
+    6 deadband (>= 0): measure ->                  7 calibration [scale != 0, offset]: measure ->
+
+Alarm entries may also carry agent keys 5 clear confirm s, 6 confirm samples (1..255), 7 clear samples
+(agent/alarm.py). Keys 0 and 1 (protocol version, cid) and keys unknown to this firmware are ignored, as
+SPEC.md "Versioning" asks of readers.
+
+Desired state: the effective config is the kind's defaults (agent/defaults.py) overlaid, entry by entry,
+by the document; a measurement missing from a table keeps its default. apply() checks every entry; a bad
+entry is refused with a short reason ("<code>:<where>", e.g. "bad_threshold:flood") and the entry in
+force before stays. With whole=True any reason refuses the whole document (SPEC.md: "the old config
+stays"); the caller picks the policy and acks status 1 with the reasons when there are any.
+
+On flash: the applied document as JSON (integer keys written as strings), via flashio (atomic, CRC).
+"""
+
+import json
+
+from agent import defaults, flashio
+
+MAX_ALARMS = 8  # per document; the defaults bring at most 3 more
+MAX_ITEMS = 32  # SPEC.md "Limits": map entries
+MAX_NAME = 32
+NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+TABLES = (3, 4, 6, 7)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v):
+    if isinstance(v, float):
+        return v == v and v not in (float("inf"), float("-inf"))
+    return _is_int(v)
+
+
+def _name_ok(name):
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        return False
+    for ch in name:
+        if ch not in NAME_CHARS:
+            return False
+    return True
+
+
+def _alarm_reason(entry, measures):
+    """The reason code an alarm entry is refused for, or None."""
+    if not isinstance(entry, dict):
+        return "bad_alarm"
+    measure = entry.get(0)
+    if measure not in measures:
+        return "unknown_measure"
+    lo, hi = defaults.RANGES[measure]
+    up, down = entry.get(1), entry.get(2)
+    if not (_is_num(up) and _is_num(down)):
+        return "bad_threshold"
+    if not (lo <= up <= hi and lo <= down <= hi) or up == down:
+        return "bad_threshold"
+    for key in (3, 5):
+        value = entry.get(key, 0)
+        if not _is_int(value) or not 0 <= value <= 86400:
+            return "bad_confirm"
+    for key in (6, 7):
+        value = entry.get(key, 1)
+        if not _is_int(value) or not 1 <= value <= 255:
+            return "bad_confirm"
+    if entry.get(4) not in (1, 2) or isinstance(entry.get(4), bool):
+        return "bad_level"
+    return None
+
+
+def _value_reason(key, value, measure):
+    """The reason code a table value (key 4, 6 or 7) is refused for, or None."""
+    if key == 4:
+        return None if _is_int(value) and 1 <= value <= 86400 else "bad_period"
+    if key == 6:
+        return None if _is_num(value) and value >= 0 else "bad_deadband"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and _is_num(value[0]) and _is_num(value[1]) \
+            and value[0] != 0:
+        return None
+    return "bad_calibration"
+
+
+def validate(doc, kind):
+    """(clean, refused, reasons): the valid part of `doc`, the (key, name) entries refused, the reasons."""
+    measures = defaults.MEASURES[kind]
+    clean: dict = {}
+    refused: list = []
+    reasons: list = []
+    version = doc.get(2) if isinstance(doc, dict) else None
+    if not _is_int(version) or not 1 <= version <= 0xFFFFFFFF:
+        return None, refused, ["bad_version"]
+    clean[2] = version
+    for key in TABLES:
+        table = doc.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict) or len(table) > (MAX_ALARMS if key == 3 else MAX_ITEMS):
+            reasons.append("bad_table:%d" % key)
+            refused.append((key, None))
+            continue
+        out = clean[key] = {}
+        for name, value in table.items():
+            if key == 3:
+                bad = "bad_name" if not _name_ok(name) else _alarm_reason(value, measures)
+            else:
+                bad = "unknown_measure" if name not in measures else _value_reason(key, value, name)
+            if bad:
+                reasons.append("%s:%s" % (bad, name if isinstance(name, str) else "?"))
+                refused.append((key, name))
+            else:
+                out[name] = dict(value) if key == 3 else (list(value) if key == 7 else value)
+    heartbeat = doc.get(5)
+    if heartbeat is not None:
+        if _is_int(heartbeat) and 1 <= heartbeat <= 86400:
+            clean[5] = heartbeat
+        else:
+            reasons.append("bad_heartbeat")
+            refused.append((5, None))
+    return clean, refused, reasons[:32]  # an ack carries at most 32 reasons (SPEC.md "Limits")
+
+
+def merge(base, doc):
+    """A new document: `base` overlaid entry by entry by `doc` (tables merged by name)."""
+    out = {}
+    for key, value in base.items():
+        out[key] = dict(value) if isinstance(value, dict) else value
+    for key, value in doc.items():
+        if key in TABLES:
+            table = out.setdefault(key, {})
+            table.update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _to_json(doc):
+    out = {}
+    for key, value in doc.items():
+        if key == 3:
+            value = {name: {str(k): v for k, v in entry.items()} for name, entry in value.items()}
+        out[str(key)] = value
+    return json.dumps(out)
+
+
+def _from_json(text):
+    out = {}
+    for key, value in json.loads(text).items():
+        key = int(key)
+        if key == 3:
+            value = {name: {int(k): v for k, v in entry.items()} for name, entry in value.items()}
+        out[key] = value
+    return out
+
+
+class AgentConfig:
+    """The config of a `kind` node, stored at `path`; `doc` is the effective document (defaults + applied)."""
+
+    def __init__(self, kind, path):
+        self.kind = kind
+        self.path = path
+        self.applied = {2: 0}  # the last accepted document (its valid part): version 0 = defaults only
+        self.doc = defaults.config_for(kind)
+
+    @property
+    def version(self):
+        """Config version in force (0: firmware defaults)."""
+        return self.applied[2]
+
+    def load(self):
+        """Read the stored document at boot; return reasons if it was unreadable or partly invalid."""
+        data = flashio.read(self.path)
+        if data is None:
+            return ["no_config"] if flashio.exists(self.path) else []
+        try:
+            doc = _from_json(data.decode())
+        except (ValueError, TypeError, AttributeError):
+            return ["bad_stored_config"]
+        clean, _, reasons = validate(doc, self.kind)
+        if clean is not None:  # entries this firmware refuses now keep their defaults
+            self.applied = clean
+            self.doc = merge(defaults.config_for(self.kind), clean)
+        return reasons
+
+    def apply(self, doc, whole=False):
+        """Validate and apply a desired-state document, persist it; return the reasons for what was refused.
+
+        The same version again is a no-op (a retained config redelivered on reconnect).
+        """
+        if isinstance(doc, dict) and doc.get(2) == self.version and self.version:
+            return []
+        clean, refused, reasons = validate(doc, self.kind)
+        if clean is None or (whole and reasons):
+            return reasons
+        old = self.applied
+        for key, name in refused:  # what was in force for a refused entry stays
+            if name is None:
+                if key in old:
+                    clean[key] = old[key]
+            elif name in old.get(key, {}):
+                clean.setdefault(key, {})[name] = old[key][name]
+        self.applied = clean
+        self.doc = merge(defaults.config_for(self.kind), clean)
+        self.save()
+        return reasons
+
+    def save(self):
+        """Write the applied document to flash (atomic)."""
+        flashio.write(self.path, _to_json(self.applied).encode())
+
+    def alarms(self):
+        """New Alarm objects for the alarms in force: name -> Alarm."""
+        from agent.alarm import from_entry
+
+        return {name: from_entry(name, entry) for name, entry in self.doc[3].items()}
+
+    def sample_s(self, measure):
+        """Slow (quiet-day) sample period of `measure`, seconds."""
+        return self.doc[4].get(measure)
+
+    def heartbeat(self):
+        """Longest time between reports (SenML ut), seconds."""
+        return self.doc[5]
+
+    def deadband(self, measure):
+        """Deadband of `measure` (0 when none)."""
+        return self.doc[6].get(measure, 0)
+
+    def calibration(self, measure):
+        """(scale, offset) of `measure`: value = raw * scale + offset."""
+        cal = self.doc[7].get(measure)
+        return (1, 0) if cal is None else (cal[0], cal[1])

@@ -1,0 +1,266 @@
+"""Outbox: the store-and-forward queue on flash that keeps readings and events through network loss.
+
+Layout. A directory of numbered segment files ("<n>.seg", n counting up), each at most `seg_bytes` long;
+the budget is `max_segments` x `seg_bytes`. A record is
+
+    len u16 | type u8 | seq u32 | payload (len bytes) | crc32 u32 of everything before it   (little-endian)
+
+`type` (the topic type) and `seq` are the caller's; the payload is an encoded message, opaque here.
+
+Crash safety. Records are only ever appended (open "ab", write, close), so a power cut can tear at most
+the record being written. open() checks every record's CRC (one pass at boot, through the one buffer);
+a segment's valid part ends at its first bad record, and a segment with a torn tail is sealed: appends go
+to a new segment, so nothing valid ever follows garbage.
+
+Full. When a new segment is needed and `max_segments` exist, the oldest is deleted; the unsent records
+in it are added to `dropped` (kept on flash with the ack position).
+
+Drain. peek(n) returns up to n of the oldest records, read into one preallocated buffer (RAM is that
+buffer plus small bookkeeping, never a segment); ack(count) marks the first `count` of them sent.
+Consumed segments are deleted at once; the ack position inside a segment is written to flash only every
+`ack_every` acked records (flash wear), so a reboot resends at most `ack_every` - 1 records, which the
+fleet drops as duplicates by (device, boot id, seq). Nothing acked-but-unsent is possible: the position
+on flash never runs ahead of ack().
+"""
+
+import os
+import struct
+
+from agent import flashio
+from agent.errors import AgentError
+
+HEAD = 7  # len, type, seq
+OVERHEAD = HEAD + 4  # + crc
+STATE = "state"
+MAX_PEEK = 64  # records per peek: the SenML pack limit
+FULL = -2  # _read_record: the payload does not fit the rest of the buffer
+
+
+class Outbox:
+    """Bounded append-only queue of (type, seq, payload) records under directory `root`."""
+
+    def __init__(self, root, seg_bytes=4096, max_segments=16, buf_bytes=2048, ack_every=32):
+        if max_segments < 2 or seg_bytes < OVERHEAD + 1 or buf_bytes < 1 or ack_every < 1:
+            raise AgentError("outbox needs max_segments >= 2, seg_bytes > %d, buf_bytes, ack_every >= 1"
+                             % OVERHEAD)
+        self.root = root
+        self.seg_bytes = seg_bytes
+        self.max_segments = max_segments
+        self.ack_every = ack_every
+        self.max_payload = min(buf_bytes, seg_bytes - OVERHEAD, 0xFFFF)
+        self._buf = bytearray(buf_bytes)
+        self._mv = memoryview(self._buf)
+        self._hdr = bytearray(HEAD)
+        self._crc = bytearray(4)
+        self._pk_seg = [0] * MAX_PEEK  # position after each peeked record
+        self._pk_off = [0] * MAX_PEEK
+        self._peeked = 0
+        self._segs = []  # segment numbers, oldest first; the head is always in _segs[0]
+        self._ends = []  # valid length of each
+        self._head = 0  # offset of the oldest unacked record in _segs[0]
+        self._unsaved = 0  # records acked since the ack position was last written
+        self._sealed = False  # the last segment has a torn tail: append to a new one
+        self.count = 0  # records waiting
+        self.dropped = 0  # records deleted unsent because the budget was full (persisted)
+        self._open()
+
+    # -- files
+
+    def _path(self, seg):
+        return "%s/%d.seg" % (self.root, seg)
+
+    def _open(self):
+        try:
+            os.mkdir(self.root)
+        except OSError:
+            pass  # exists
+        segs = []
+        for name in os.listdir(self.root):
+            if name.endswith(".seg") and name[:-4].isdigit():
+                segs.append(int(name[:-4]))
+        segs.sort()
+        state = flashio.read(self.root + "/" + STATE)
+        first, head = (segs[0] if segs else 0), 0
+        if state is not None and len(state) == 12:
+            seg, off, self.dropped = struct.unpack("<III", state)
+            if seg > first:  # consumed segments whose deletion was cut short
+                for old in [s for s in segs if s < seg]:
+                    flashio.remove(self._path(old))
+                segs = [s for s in segs if s >= seg]
+                first = seg
+            if segs and seg == segs[0]:
+                head = off
+        self._next_seg = (segs[-1] + 1) if segs else first
+        for seg in segs:
+            end, size = self._scan(seg)
+            self._segs.append(seg)
+            self._ends.append(end)
+            self._sealed = end < size
+        self._head = min(head, self._ends[0]) if segs else 0
+        self._recount()
+        self._normalise()
+
+    def _scan(self, seg):
+        """(valid end, file size) of segment `seg`, checking every record's CRC."""
+        size = os.stat(self._path(seg))[6]
+        off = 0
+        with open(self._path(seg), "rb") as f:
+            while off + OVERHEAD <= size:
+                n = self._read_record(f, 0)
+                if n < 0:
+                    break
+                off += OVERHEAD + n
+        return off, size
+
+    def _read_record(self, f, pos):
+        """Read the record at f's position; payload into the buffer at `pos`. Its length, or -1 if bad."""
+        hdr = self._hdr
+        if f.readinto(hdr) != HEAD:
+            return -1
+        n = hdr[0] | (hdr[1] << 8)
+        if n > self.max_payload:
+            return -1
+        if pos + n > len(self._buf):
+            return FULL
+        if n and f.readinto(self._mv[pos:pos + n]) != n:
+            return -1
+        crc = self._crc
+        if f.readinto(crc) != 4:
+            return -1
+        want = crc[0] | (crc[1] << 8) | (crc[2] << 16) | (crc[3] << 24)
+        return n if flashio.checksum(self._mv[pos:pos + n], flashio.checksum(hdr)) == want else -1
+
+    def _records(self, index, start, stop):
+        """Number of (valid) records in _segs[index] from offset `start` to `stop` (None: its end)."""
+        end = self._ends[index] if stop is None else stop
+        count = 0
+        with open(self._path(self._segs[index]), "rb") as f:
+            f.seek(start)
+            hdr = self._hdr
+            while start < end and f.readinto(hdr) == HEAD:
+                start += OVERHEAD + (hdr[0] | (hdr[1] << 8))
+                f.seek(start)
+                count += 1
+        return count
+
+    def _recount(self):
+        count = 0
+        for i in range(len(self._segs)):
+            count += self._records(i, self._head if i == 0 else 0, None)
+        self.count = count
+
+    def _save(self):
+        seg = self._segs[0] if self._segs else self._next_seg
+        flashio.write(self.root + "/" + STATE, struct.pack("<III", seg, self._head, self.dropped))
+        self._unsaved = 0
+
+    def _normalise(self):
+        """Delete fully consumed segments (never the last one, appends go there)."""
+        while len(self._segs) > 1 and self._head >= self._ends[0]:
+            flashio.remove(self._path(self._segs.pop(0)))
+            self._ends.pop(0)
+            self._head = 0
+
+    # -- writing
+
+    def append(self, kind, seq, payload):
+        """Store one record durably (the file is closed before this returns); may drop the oldest segment."""
+        n = len(payload)
+        if n > self.max_payload:
+            raise AgentError("outbox record of %d bytes is larger than %d" % (n, self.max_payload))
+        if not self._segs or self._sealed or self._ends[-1] + OVERHEAD + n > self.seg_bytes:
+            self._new_segment()
+        hdr = self._hdr
+        struct.pack_into("<HBI", hdr, 0, n, kind, seq)
+        crc = flashio.checksum(payload, flashio.checksum(hdr))
+        struct.pack_into("<I", self._crc, 0, crc)
+        with open(self._path(self._segs[-1]), "ab") as f:
+            f.write(hdr)
+            f.write(payload)
+            f.write(self._crc)
+        self._ends[-1] += OVERHEAD + n
+        self.count += 1
+
+    def _new_segment(self):
+        if len(self._segs) >= self.max_segments:
+            lost = self._records(0, self._head, None)
+            self.dropped += lost
+            self.count -= lost
+            self._peeked = 0  # positions in the dropped segment are gone
+            flashio.remove(self._path(self._segs.pop(0)))
+            self._ends.pop(0)
+            self._head = 0
+            self._save()
+        seg = self._next_seg
+        self._next_seg += 1
+        with open(self._path(seg), "wb"):
+            pass
+        self._segs.append(seg)
+        self._ends.append(0)
+        self._sealed = False
+        self._normalise()
+
+    # -- draining
+
+    def peek(self, n=1):
+        """Up to n oldest records as (type, seq, payload memoryview), valid until the next peek/append.
+
+        As many as fit in the buffer (at least one when any waits): payloads are read into it back to back.
+        """
+        out: list = []
+        n = min(n, MAX_PEEK)
+        pos = 0
+        index, off = 0, self._head
+        while len(out) < n and index < len(self._segs):
+            if off < self._ends[index]:
+                pos = self._peek_segment(index, off, out, n, pos)
+                if pos < 0:
+                    break  # the buffer is full
+            index, off = index + 1, 0
+        self._peeked = len(out)
+        return out
+
+    def _peek_segment(self, index, off, out, n, pos):
+        """Append records of _segs[index] from `off` to out; the new buffer position, -1 when it is full."""
+        seg = self._segs[index]
+        with open(self._path(seg), "rb") as f:
+            f.seek(off)
+            while len(out) < n and off < self._ends[index]:
+                size = self._read_record(f, pos)
+                if size == FULL:
+                    return -1
+                if size < 0:  # went bad on flash since open(): the rest of this segment is lost
+                    self._ends[index] = off
+                    self._recount()
+                    break
+                hdr = self._hdr
+                out.append((hdr[2], hdr[3] | (hdr[4] << 8) | (hdr[5] << 16) | (hdr[6] << 24),
+                            self._mv[pos:pos + size]))
+                off += OVERHEAD + size
+                pos += size
+                self._pk_seg[len(out) - 1] = seg
+                self._pk_off[len(out) - 1] = off
+        return pos
+
+    def ack(self, count):
+        """Mark the first `count` records of the last peek as sent; returns how many were acked."""
+        count = min(count, self._peeked)
+        self._peeked = 0
+        seg = self._pk_seg[count - 1] if count > 0 else -1
+        if seg not in self._segs:
+            return 0  # nothing peeked, or its segment was dropped meanwhile: it will be sent again
+        while self._segs[0] != seg:
+            flashio.remove(self._path(self._segs.pop(0)))
+            self._ends.pop(0)
+        self._head = self._pk_off[count - 1]
+        self.count -= count
+        self._unsaved += count
+        self._normalise()
+        if self._unsaved >= self.ack_every:
+            self._save()
+        return count
+
+    def sync(self):
+        """Write the ack position now (before a planned reboot)."""
+        if self._unsaved:
+            self._save()
