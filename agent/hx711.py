@@ -1,0 +1,187 @@
+"""HX711 24-bit load-cell ADC, bit-banged on two pins (Avia Semiconductor HX711 datasheet).
+
+Protocol: DOUT goes low when a conversion is ready. Each PD_SCK pulse shifts out one bit, MSB first;
+24 pulses give a 24-bit two's complement value, and 1-3 more pulses choose the input and gain of the
+NEXT conversion (25 = channel A gain 128, 26 = channel B gain 32, 27 = channel A gain 64). After the
+last pulse DOUT goes high until the next conversion is ready.
+
+The hazard: PD_SCK held high for more than 60 us powers the chip down. In a bit-banged read an
+interrupt, a task switch or a garbage collection that lands while the clock is high stretches that
+pulse; the chip then resets mid-word and the remaining bits read as garbage that looks like a valid
+number. So the read runs with IRQs disabled (the caller passes `disable_irq`/`enable_irq`, on a board
+machine.disable_irq/enable_irq), the loop allocates nothing (small ints only, so no GC), and every
+high phase is timed: a read with a pulse longer than `max_high_us`, a whole read longer than
+`max_read_us`, a saturated value (0x7FFFFF / 0x800000) or a DOUT not high after the last pulse is
+discarded and counted as a transient fault. Only a run of such faults, or a DOUT that never goes low,
+becomes a SensorFault.
+"""
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):  # type: ignore[misc]
+        return x
+
+
+try:
+    from time import sleep_ms, ticks_diff, ticks_us
+except ImportError:
+    from time import monotonic_ns, sleep  # type: ignore[attr-defined]
+
+    def ticks_us():  # type: ignore[misc]
+        return monotonic_ns() // 1000
+
+    def ticks_diff(a, b):  # type: ignore[no-redef]
+        return a - b
+
+    def sleep_ms(ms):  # type: ignore[misc]
+        sleep(ms / 1000)
+
+
+from agent.sensor_fault import SensorFault
+
+#: Extra pulses after the 24 data bits for each (channel, gain).
+GAINS = {128: 1, 32: 2, 64: 3}
+_POS_SAT = const(0x7FFFFF)
+_NEG_SAT = const(0x800000)
+MAX_HIGH_US = 50  # below the 60 us power-down limit, with margin
+MAX_READ_US = 5000
+FAULT_LIMIT = 5  # consecutive discarded reads before a SensorFault
+
+
+def _no_irq_off():
+    return None
+
+
+def _no_irq_on(state):
+    return None
+
+
+class HX711:
+    """The ADC on `clock` (Pin OUT, PD_SCK) and `data` (Pin IN, DOUT); gain 128 = channel A."""
+
+    def __init__(self, clock, data, gain=128, disable_irq=None, enable_irq=None,
+                 ticks=None, sleep=None, max_high_us=MAX_HIGH_US, max_read_us=MAX_READ_US):
+        if gain not in GAINS:
+            raise ValueError("HX711 gain must be 128, 64 (channel A) or 32 (channel B)")
+        self._clk = clock.value  # bound once, called in the bit loop without allocating
+        self._dout = data.value
+        self._pulses = 24 + GAINS[gain]
+        self._irq_off = disable_irq or _no_irq_off
+        self._irq_on = enable_irq or _no_irq_on
+        self._ticks = ticks or ticks_us
+        self._sleep = sleep or sleep_ms
+        self.max_high_us = max_high_us
+        self.max_read_us = max_read_us
+        self.discarded = 0  # reads thrown away as transient faults
+        self.consecutive = 0
+        self.last_fault = None
+        self.worst_high_us = 0
+        self._raw = 0
+        self._worst = 0
+        self._took = 0
+
+    def setup(self):
+        """Hold PD_SCK low (the chip powers up and converts)."""
+        self._clk(0)
+
+    def ready(self):
+        """True when a conversion is waiting (DOUT low)."""
+        return self._dout() == 0
+
+    def power_down(self):
+        """Put the chip to sleep (PD_SCK high > 60 us); setup() wakes it."""
+        self._clk(1)
+
+    def _shift(self):
+        # Sets _raw, _worst (longest high phase, us), _took (whole read, us). Runs with IRQs off and
+        # allocates nothing: small ints only, results in attributes made in __init__ (no tuple).
+        clk = self._clk
+        dout = self._dout
+        ticks = self._ticks
+        raw = 0
+        worst = 0
+        start = ticks()
+        for _ in range(24):
+            t = ticks()
+            clk(1)
+            clk(0)
+            high = ticks_diff(ticks(), t)
+            if high > worst:
+                worst = high
+            raw = (raw << 1) | dout()
+        for _ in range(self._pulses - 24):
+            t = ticks()
+            clk(1)
+            clk(0)
+            high = ticks_diff(ticks(), t)
+            if high > worst:
+                worst = high
+        self._took = ticks_diff(ticks(), start)
+        self._raw = raw
+        self._worst = worst
+
+    def read_raw(self):
+        """One conversion as a signed count, or None when the read was discarded (see module docs).
+
+        The caller checks ready() first. Raises SensorFault "hx711_garbage" after FAULT_LIMIT
+        discarded reads in a row.
+        """
+        state = self._irq_off()
+        try:
+            self._shift()
+        finally:
+            self._irq_on(state)
+        raw, worst, took = self._raw, self._worst, self._took
+        if worst > self.worst_high_us:
+            self.worst_high_us = worst
+        why = None
+        if worst > self.max_high_us:
+            why = "stretched"
+        elif took > self.max_read_us:
+            why = "slow"
+        elif raw == _POS_SAT or raw == _NEG_SAT:
+            why = "saturated"
+        elif self._dout() != 1:
+            why = "dout_low"
+        if why is not None:
+            self.discarded += 1
+            self.consecutive += 1
+            self.last_fault = why
+            if self.consecutive >= FAULT_LIMIT:
+                self.consecutive = 0
+                raise SensorFault("hx711_garbage", why)
+            return None
+        self.consecutive = 0
+        if raw & 0x800000:
+            raw -= 0x1000000
+        return raw
+
+    def read(self, timeout_ms=500):
+        """Wait up to timeout_ms for a conversion and return it (None if discarded).
+
+        Raises SensorFault "hx711_timeout" when DOUT never goes low (chip missing or powered down).
+        """
+        waited = 0
+        while not self.ready():
+            if waited >= timeout_ms:
+                raise SensorFault("hx711_timeout", "DOUT not ready within %d ms" % timeout_ms)
+            self._sleep(5)
+            waited += 5
+        return self.read_raw()
+
+    def average(self, n=10, timeout_ms=500):
+        """Mean of n good conversions (discarded ones are retried, up to 2n attempts)."""
+        total = 0
+        good = 0
+        for _ in range(2 * n):
+            value = self.read(timeout_ms)
+            if value is not None:
+                total += value
+                good += 1
+                if good == n:
+                    break
+        if good == 0:
+            raise SensorFault("hx711_garbage", "no good conversion in %d reads" % (2 * n))
+        return total / good
