@@ -4,7 +4,6 @@
 rewrites that file from them (check the diff by hand against SPEC.md).
 """
 
-# ruff: noqa: E402  (the stand-in below must be in place before protocols.messages is imported)
 import json
 import random
 import sys
@@ -13,25 +12,6 @@ import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-try:
-    import protocols.cbor  # noqa: F401
-except ImportError:
-    # TEMPORARY stand-in while protocols/cbor.py is written in parallel (issue 2): canonical cbor2 emits the
-    # same preferred, key-sorted encoding. Delete this block once protocols/cbor.py is in the tree.
-    import types
-
-    _stand_in = types.ModuleType("protocols.cbor")
-    _stand_in.dumps = lambda obj: cbor2.dumps(obj, canonical=True)  # type: ignore[attr-defined]
-
-    def _stand_in_loads(data, max_depth=None):
-        try:
-            return cbor2.loads(data)
-        except (cbor2.CBORError, EOFError) as error:
-            raise ValueError(str(error)) from None
-
-    _stand_in.loads = _stand_in_loads  # type: ignore[attr-defined]
-    sys.modules["protocols.cbor"] = _stand_in
 
 from protocols import messages, topics
 from protocols.ack import OK, REFUSED, Ack
@@ -46,6 +26,7 @@ from protocols.senml_pack import PackBuilder
 from protocols.state import WATCHDOG, State
 from protocols.telemetry import Telemetry
 from tests.mpvm import REPO, check_micropython
+from tests.vectorform import to_json
 
 NOW = 1_732_850_000
 VECTORS = REPO / "protocols" / "vectors" / "messages.json"
@@ -233,23 +214,6 @@ def test_mutated_vectors_raise_only_protocol_error():
                 messages.decode(_topic(message, kind), bytes(mutated))
             except ProtocolError:
                 pass
-
-
-def to_json(value):
-    """JSON form of a decoded value: int-keyed maps as {"$map": [[k, v], ...]}, bytes as {"$bytes": hex}.
-
-    TEMPORARY: switch to tests.vectorform (protocols/vectors/README.md) when it is in the tree.
-    """
-    if isinstance(value, dict):
-        if all(isinstance(key, str) for key in value):
-            return {key: to_json(item) for key, item in value.items()}
-        ordered = sorted(value.items(), key=lambda pair: cbor2.dumps(pair[0], canonical=True))
-        return {"$map": [[to_json(key), to_json(item)] for key, item in ordered]}
-    if isinstance(value, list):
-        return [to_json(item) for item in value]
-    if isinstance(value, bytes):
-        return {"$bytes": value.hex()}
-    return value
 
 
 def vectors() -> dict:
