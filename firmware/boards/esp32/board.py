@@ -1,0 +1,122 @@
+"""Board for an ESP32 devkit (no PSRAM) wired as in the cityfleet pin map (MicroPython code).
+
+Pins: I2C0 SDA=21 SCL=22 @400 kHz (LIS3DH at 0x18), LIS3DH INT1 -> GPIO34, UART2 RX=16 TX=17 (A02YYUW),
+anemometer reed -> GPIO27 (internal pull-up), HX711 DOUT=26 PD_SCK=25, battery on GPIO35 through a 2:1
+divider. Nothing is touched in __init__: each peripheral is built on first use and cached.
+
+Wi-Fi credentials: `Board({"wifi": {"ssid": ..., "key": ...}})`, or a JSON file `wifi.json` with
+{"ssid": ..., "key": ...} on the board's filesystem (written at provisioning).
+"""
+
+import machine
+
+_CAUSES = {
+    machine.PWRON_RESET: "power_on",
+    machine.HARD_RESET: "hard",
+    machine.WDT_RESET: "wdt",
+    machine.DEEPSLEEP_RESET: "deepsleep",
+    machine.SOFT_RESET: "soft",
+}
+WIFI_FILE = "wifi.json"
+
+
+class Board:
+    NAME = "esp32"
+    HX711_MAX_HIGH_US = 50
+
+    def __init__(self, config=None):
+        self._config = config or {}
+        self._made = {}
+
+    def _once(self, key, make):
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+    def unique_id(self):
+        return machine.unique_id()
+
+    def reset_cause(self):
+        return _CAUSES.get(machine.reset_cause(), "unknown")
+
+    def reset(self):
+        machine.reset()
+
+    def deepsleep(self, ms):
+        machine.deepsleep(ms)
+
+    def watchdog(self, timeout_ms):
+        return machine.WDT(timeout=timeout_ms)
+
+    def disable_irq(self):
+        return machine.disable_irq()
+
+    def enable_irq(self, state):
+        machine.enable_irq(state)
+
+    def i2c(self):
+        return self._once("i2c", lambda: machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21), freq=400000))
+
+    def accel_int_pin(self):
+        return self._once("int1", lambda: machine.Pin(34, machine.Pin.IN))
+
+    def level_uart(self):
+        return self._once("uart", lambda: machine.UART(2, baudrate=9600, bits=8, parity=None, stop=1, rx=16, tx=17))
+
+    def anemometer_pin(self):
+        return self._once("reed", lambda: machine.Pin(27, machine.Pin.IN, machine.Pin.PULL_UP))
+
+    def hx711_pins(self):
+        return self._once("hx711", lambda: (machine.Pin(25, machine.Pin.OUT, value=0), machine.Pin(26, machine.Pin.IN)))
+
+    def battery_v(self):
+        adc = self._once("adc", lambda: machine.ADC(machine.Pin(35), atten=machine.ADC.ATTN_11DB))
+        return adc.read_uv() * 2 / 1000000  # 2:1 divider
+
+    def _wifi(self):
+        creds = self._config.get("wifi")
+        if creds is None:
+            import json
+
+            with open(WIFI_FILE) as f:
+                creds = json.load(f)
+        return creds
+
+    def _wlan(self):
+        import network
+
+        return self._once("wlan", lambda: network.WLAN(network.STA_IF))
+
+    def network_up(self, timeout_ms):
+        import time
+
+        wlan = self._wlan()
+        if wlan.isconnected():
+            return True
+        wlan.active(True)
+        creds = self._wifi()
+        wlan.connect(creds["ssid"], creds.get("key"))
+        start = time.ticks_ms()
+        while not wlan.isconnected():
+            if time.ticks_diff(time.ticks_ms(), start) > timeout_ms:
+                return False
+            time.sleep_ms(100)
+        return True
+
+    def link_quality(self):
+        wlan = self._wlan()
+        return wlan.status("rssi") if wlan.isconnected() else None
+
+    async def open_connection(self, host, port):
+        import asyncio
+
+        return await asyncio.open_connection(host, port)
+
+    def flash_free(self):
+        import os
+
+        st = os.statvfs("/")
+        return st[0] * st[4]
+
+    def background(self):
+        return []
