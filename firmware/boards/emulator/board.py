@@ -71,7 +71,7 @@ class Board:
         adc = self._once("adc", lambda: machine.ADC(machine.Pin(35), atten=machine.ADC.ATTN_11DB))
         return adc.read_uv() * 2 / 1000000  # 2:1 divider
 
-    def network_up(self, timeout_ms):
+    def network_up(self, timeout_ms=0):
         import time
 
         import network

@@ -87,7 +87,7 @@ class Board:
 
         return self._once("wlan", lambda: network.WLAN(network.STA_IF))
 
-    def network_up(self, timeout_ms):
+    def network_up(self, timeout_ms=0):
         import time
 
         wlan = self._wlan()

@@ -1,0 +1,236 @@
+"""The agent: wires board, sensor, reporter, outbox, link, uplink and commands into one asyncio program.
+
+Tasks: the sampler (adaptive schedule; woken at once by the LIS3DH activity interrupt), the link (keeps
+the MQTT session up: birth on every connect, will = offline with this boot id), the uplink (drains the
+outbox), commands, health every `HEALTH_S`, and the watchdog feeder, which feeds the hardware watchdog
+only while the sampler makes progress, so a hung agent is reset by the hardware.
+Files on flash: /device.json (identity, from provisioning), /data/* (config, alarms, sequence, outbox).
+"""
+
+import asyncio
+import gc
+import os
+import time
+
+from agent import identity as identity_mod
+from agent.commands import Commands
+from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.link import Link
+from agent.outbox import Outbox
+from agent.reporter import Reporter
+from agent.scheduler import Scheduler
+from agent.sensing import make_sensor
+from agent.sensor_fault import SensorFault
+from agent.sequence import Sequence
+from agent.uplink import Uplink
+from protocols import messages, topics
+from protocols.health import Health
+from protocols.state import State
+
+DATA = "/data"
+HEALTH_S = 300
+WDT_MS = 30000
+#: Sampler silent this long means the agent is stuck: stop feeding the watchdog.
+STALL_MS = 20000
+RESET_CODES = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
+KIND_NAMES = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}
+
+
+def epoch():
+    """Seconds since 1970 (the unix and ESP32 ports of MicroPython 1.2x count from 1970)."""
+    return int(time.time())
+
+
+class Agent:
+    """One sensor node's agent."""
+
+    def __init__(self, board, ident, data=DATA):
+        self.board = board
+        self.id = ident
+        _mkdir(data)
+        self.sequence = Sequence(data + "/seq")
+        self.config = AgentConfig(ident.kind, data + "/config.json")
+        self.config_faults = self.config.load()
+        _mkdir(data + "/outbox")
+        self.outbox = Outbox(data + "/outbox")
+        self.reporter = Reporter(self.config, self.outbox, self.sequence, data + "/alarms")
+        self.sensor = make_sensor(ident.kind, board, ident.calibration)
+        self.scheduler = Scheduler(self.sensor.interval_ms(True), self.sensor.interval_ms(False))
+        self.commands = Commands(self)
+        self.firmware = identity_mod.firmware_version()
+        self.reset_cause = RESET_CODES.get(board.reset_cause(), 0)
+        self.started = time.ticks_ms()
+        self.progress = self.started
+        self.heap_min = gc.mem_free()
+        self.errors = {}
+        self.fault = None
+        self.link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
+                         password=ident.password, will=self._will, on_connect=self._on_connect,
+                         on_message=self.commands.offer)
+        self.uplink = Uplink(self.link, self.outbox, ident.fleet, ident.device)
+
+    def _topic(self, kind):
+        return str(topics.up(self.id.fleet, self.id.device, kind))
+
+    def _count(self, code):
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def _will(self):
+        # Reserved at every connect, so the will is unique and carries this boot id (SPEC "State").
+        will = State(self.sequence.boot, self.sequence.next(), False)
+        return (self._topic("state"), messages.encode(will), 1, True)
+
+    async def _on_connect(self, client):
+        await self.birth(client)
+        await client.subscribe(topics.device_filter(self.id.fleet, self.id.device), 1)
+        self.uplink.wake.set()
+
+    async def birth(self, client):
+        """Publish the retained birth: firmware, config version, boot id, reset cause."""
+        birth = State(self.sequence.boot, self.sequence.next(), True, self.firmware, self.config.version,
+                      self.reset_cause, KIND_NAMES.get(self.id.kind))
+        pid = await client.publish(self._topic("state"), messages.encode(birth), 1, True)
+        await client.wait_ack(pid)
+        self.reporter.send_ut = True
+
+    async def publish_now(self, kind, payload):
+        """Publish a live message (ack, health) when a session is up; such messages are not stored."""
+        client = self.link.client
+        if client is None:
+            return False
+        try:
+            pid = await client.publish(self._topic(kind), payload, 1)
+            return await client.wait_ack(pid)
+        except AgentError:
+            self._count("publish")
+            return False
+
+    def apply_config(self, doc):
+        """Apply a config document from the fleet; return the reasons for what was refused."""
+        reasons = self.config.apply(doc)
+        self.reporter.reload()
+        self.sensor.set_thresholds(self.reporter.near_thresholds())
+        return reasons
+
+    async def rebirth(self):
+        """Resend the birth and the current values."""
+        client = self.link.client
+        if client is not None:
+            await self.birth(client)
+        self.reporter.force(epoch())
+        self.uplink.wake.set()
+
+    async def reboot(self):
+        """Reboot on the fleet's command, after the ack had time to leave."""
+        self.outbox.sync()
+        await asyncio.sleep(1)
+        self.board.reset()
+
+    def sample_once(self):
+        """Read the sensor once and report; a sensor fault is recorded, never raised."""
+        now_ms = time.ticks_ms()
+        try:
+            self.sensor.sample(now_ms)
+        except SensorFault as fault:
+            self.fault = fault.code
+            self._count(fault.code)
+            return False
+        values = self.sensor.values()
+        if not values:
+            return True  # no reading yet (a ranger's first frame, a filter filling): keep sampling fast
+        if values:
+            if self.reporter.sample(values, epoch()):
+                self.uplink.wake.set()
+            elif self.outbox.count:
+                self.uplink.wake.set()
+        self.progress = time.ticks_ms()
+        return self.sensor.moving()
+
+    async def sampler(self):
+        """Sample on the adaptive schedule; an accelerometer interrupt wakes it at once."""
+        flag = getattr(self.sensor, "flag", None)
+        while True:
+            busy = self.sample_once()
+            period = self.scheduler.done(time.ticks_ms(), busy)
+            self.progress = time.ticks_ms()
+            await _sleep_or_flag(period, flag)
+            free = gc.mem_free()
+            if free < self.heap_min:
+                self.heap_min = free
+
+    async def health(self):
+        """Publish health every HEALTH_S seconds (and once soon after boot)."""
+        await asyncio.sleep(10)
+        while True:
+            gc.collect()
+            await self.publish_now("health", messages.encode(self.health_message()))
+            await asyncio.sleep(HEALTH_S)
+
+    def health_message(self):
+        """The health report of this moment."""
+        uptime = time.ticks_diff(time.ticks_ms(), self.started) // 1000
+        battery = self.board.battery_v()
+        rssi = self.board.link_quality()
+        return Health(self.sequence.boot, self.sequence.next(), uptime, heap_free=gc.mem_free(),
+                      heap_min=self.heap_min, flash_free=min(self.board.flash_free(), 0xFFFFFFFF),
+                      battery=None if battery is None else int(battery * 1000),
+                      rssi=None if rssi is None else max(-127, min(0, rssi)),
+                      outbox=self.outbox.count, dropped=self.outbox.dropped,
+                      errors=dict(list(self.errors.items())[:8]) or None, fault=self.fault,
+                      reconnects=self.link.connects)
+
+    async def watchdog(self):
+        """Feed the hardware watchdog only while the sampler makes progress."""
+        wdt = self.board.watchdog(WDT_MS)
+        while True:
+            if time.ticks_diff(time.ticks_ms(), self.progress) < STALL_MS:
+                wdt.feed()
+            await asyncio.sleep_ms(WDT_MS // 4)
+
+    async def run(self):
+        """Start every task and run forever."""
+        try:
+            self.sensor.setup()
+        except SensorFault as fault:
+            self.fault = fault.code
+            self._count(fault.code)
+        self.sensor.set_thresholds(self.reporter.near_thresholds())
+        tasks = [self.sampler, self.link.run, self.uplink.run, self.commands.run, self.health]
+        background = [asyncio.create_task(self._guard(t)) for t in tasks]
+        background += [asyncio.create_task(t) for t in self.board.background()]
+        await self.watchdog()
+
+    async def _guard(self, task):
+        # A task that fails is counted, printed and restarted; if it keeps failing the sampler's
+        # progress stops being fed to the watchdog only when the sampler itself is the one failing.
+        while True:
+            try:
+                await task()
+            except Exception as error:  # noqa: BLE001 - the agent must outlive any one bug
+                self._count("task")
+                print("agent: task failed:", repr(error))
+                await asyncio.sleep(5)
+
+
+async def _sleep_or_flag(ms, flag):
+    if flag is None:
+        await asyncio.sleep_ms(ms)
+        return
+    try:
+        await asyncio.wait_for_ms(flag.wait(), ms)
+    except asyncio.TimeoutError:
+        pass
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass  # exists
+
+
+def main(board):
+    """Entry point from main.py: load the identity and run the agent."""
+    ident = identity_mod.load()
+    asyncio.run(Agent(board, ident).run())

@@ -1,0 +1,127 @@
+"""The whole agent in the real MicroPython VM: emulated water-level chips, a real Mosquitto, the real wire.
+
+The agent runs from its built bundle (`.mpy`, as on a board) with the emulator's `machine` on the path
+and a Hardware model in this process (no serial emulator needed). What reaches the broker is decoded
+with the fleet's side of the protocol. The heap is 400 KB here: the agent does not yet fit the 110 KB
+target of issue 4 on this 64-bit port (measured: about 140 KB resident), which stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from firmware.build import build_bundle
+from protocols import messages, topics
+from protocols.commands import Ping
+from protocols.config import Alarm, Config
+from tests.brokerproc import Broker
+from tests.mpvm import REPO, micropython_binary
+from tools.boardemu.hardware import Hardware
+
+pytestmark = pytest.mark.micropython
+HEAP = "400k"
+
+RUN = """
+import asyncio, board
+from agent import app, identity
+ident = identity.load({root!r} + '/device.json')
+asyncio.run(app.Agent(board.Board(), ident, data={root!r} + '/data').run())
+"""
+
+
+class Observer:
+    """A paho client on dt/# that decodes everything with the fleet's protocol code."""
+
+    def __init__(self, port: int) -> None:
+        self.inbox: queue.Queue = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_message = lambda c, u, m: self.inbox.put((topics.parse(m.topic), m.payload))
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("dt/#", 1)
+        self.client.loop_start()
+
+    def wait_for(self, kind: str, predicate=lambda msg: True, timeout: float = 30):
+        """The first decoded message of `kind` that satisfies `predicate`, within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                topic, payload = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            message = messages.decode(topic, payload)
+            seen.append((topic.kind, message.to_obj()))
+            if topic.kind == kind and predicate(message):
+                return message
+        raise AssertionError("no %s message matched within %ss; saw %r" % (kind, timeout, seen[-10:]))
+
+    def command(self, device: str, message) -> None:
+        topic = topics.down("city", device, message.KIND)
+        self.client.publish(str(topic), messages.encode(message), qos=1, retain=topic.retain)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def node(tmp_path):
+    broker = Broker(tmp_path / "broker").start()
+    hw = Hardware("water-level", tmp_path / "hw", seed=3)
+    env = hw.start()
+    env.update(BOARDEMU_RESET_CAUSE="power_on", BOARDEMU_UID="24dcc3a01122")
+    hw.vm_starting("power_on")
+    hw.set({"level_cm": "5", "mount_height_cm": "300"})
+    root = tmp_path / "flash"
+    (root / "data").mkdir(parents=True)
+    identity = {"fleet": "city", "id": "wl-1", "kind": "water-level",
+                "broker": {"host": "127.0.0.1", "port": broker.port}, "calibration": {"mount_mm": 3000}}
+    (root / "device.json").write_text(json.dumps(identity))
+    bundle = tmp_path / "bundle"
+    build_bundle("emulator", "0.1.0-test", bundle)
+    observer = Observer(broker.port)
+    vm_env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (REPO / "tools/boardemu/vm", bundle), **env)
+    log = (tmp_path / "vm.log").open("w")
+    proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + HEAP, "-c", RUN.format(root=str(root))],
+                            env=vm_env, stdout=log, stderr=subprocess.STDOUT)
+    yield hw, observer
+    proc.kill()
+    proc.wait()
+    observer.close()
+    hw.close()
+    broker.stop()
+    print((tmp_path / "vm.log").read_text()[-3000:])
+
+
+def test_birth_telemetry_config_alarms_and_ping(node):
+    hw, observer = node
+    birth = observer.wait_for("state", lambda m: m.online)
+    assert birth.kind == "water" and birth.reset == 1 and birth.config == 0
+    first = observer.wait_for("telemetry", lambda m: any(r.name == "level" for r in m.records(time.time())))
+    assert [r.value for r in first.records(time.time()) if r.name == "level"][0] == pytest.approx(50, abs=10)  # mm
+
+    # A faster confirm through the fleet's config command, acked with the version in force.
+    alarms = {"flood": Alarm("level", 270, 240, 2, 2), "flood_warn": Alarm("level", 150, 120, 2, 1)}
+    observer.command("wl-1", Config(41, 7, alarms=alarms))
+    ack = observer.wait_for("ack", lambda m: m.cid == 41)
+    assert ack.status == 0 and ack.config == 7
+
+    hw.set({"level_cm": "30"})  # a real crossing of both thresholds
+    raised = {observer.wait_for("event", lambda m: m.state == 1).alarm,
+              observer.wait_for("event", lambda m: m.state == 1).alarm}
+    assert raised == {"flood", "flood_warn"}
+    hw.set({"level_cm": "5"})
+    cleared = {observer.wait_for("event", lambda m: m.state == 0).alarm,
+               observer.wait_for("event", lambda m: m.state == 0).alarm}
+    assert cleared == {"flood", "flood_warn"}
+
+    observer.command("wl-1", Ping(42, echo=123456))
+    pong = observer.wait_for("ack", lambda m: m.cid == 42)
+    assert pong.result == 123456
