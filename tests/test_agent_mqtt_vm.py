@@ -1,0 +1,209 @@
+"""The MQTT client and link under the real MicroPython VM (110 KB heap) against a real Mosquitto.
+
+The VM reaches the broker on loopback with asyncio.open_connection, exactly as the ESP32 board does.
+A VM script prints progress lines; the test waits for them with deadlines and acts in between
+(killing the broker, killing the VM).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+import time
+
+import pytest
+
+from tests.brokerproc import Broker
+from tests.mpvm import DEFAULT_HEAP, REPO, check_micropython, micropython_binary
+from tests.test_agent_mqtt import DEBUG_LOG, Observer
+
+pytestmark = pytest.mark.micropython
+
+PRELUDE = """
+import asyncio
+from agent.backoff import Backoff
+from agent.link import Link
+from agent.mqtt import MQTTClient
+PORT = %d
+
+class Board:
+    def network_up(self, timeout_ms):
+        return True
+
+    async def open_connection(self, host, port):
+        return await asyncio.open_connection(host, port)
+
+async def until(cond, what):
+    for _ in range(1000):
+        if cond():
+            return
+        await asyncio.sleep_ms(10)
+    raise RuntimeError("timed out waiting for " + what)
+"""
+
+
+class VM:
+    """A running micropython process whose stdout lines can be awaited."""
+
+    def __init__(self, code: str):
+        env = dict(os.environ, MICROPYPATH=str(REPO) + ":.frozen")
+        self.proc = subprocess.Popen([micropython_binary(), "-X", "heapsize=" + DEFAULT_HEAP, "-c", code],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def expect(self, prefix: str, timeout: float = 15.0) -> str:
+        """The next line starting with `prefix`; fail with everything the VM printed after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError("VM never printed %r; output:\n%s" % (prefix, "\n".join(self.seen))) from None
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path):
+    with Broker(tmp_path / "broker", extra=DEBUG_LOG) as b:
+        yield b
+
+
+@pytest.fixture
+def observer(broker):
+    o = Observer(broker.port)
+    yield o
+    o.close()
+
+
+def wait_for(cond, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.01)
+
+
+CLIENT = PRELUDE + """
+got = []
+
+async def main():
+    r, w = await asyncio.open_connection("127.0.0.1", PORT)
+    c = MQTTClient(r, w, on_message=lambda t, p, retained: got.append((bytes(t), bytes(p))))
+    await c.connect("vm", keepalive=1, will=("vm/will", b"vanished", 1, False))
+    print("SUBACK", await c.subscribe("vm/in", 1))
+    await c.publish("vm/out0", b"zero")
+    print("ACKED", await c.wait_ack(await c.publish(b"vm/out1", b"one", qos=1)))
+    await c.publish("vm/in", b"loop", qos=1)
+    await until(lambda: got, "own message")
+    print("GOT", got[0][0].decode(), got[0][1].decode())
+    await until(lambda: c.pings >= 2, "two pings")
+    print("ALIVE", c.alive, c.pings, c.retransmits)
+    await asyncio.sleep(%s)
+    await c.close()
+    print("CLOSED")
+
+asyncio.run(main())
+"""
+
+
+def test_vm_client_publishes_subscribes_receives_and_pings(broker, observer):
+    vm = VM(CLIENT % (broker.port, "0"))
+    try:
+        assert vm.expect("SUBACK") == "SUBACK 1"
+        assert vm.expect("ACKED") == "ACKED True"
+        assert vm.expect("GOT") == "GOT vm/in loop"
+        assert vm.expect("ALIVE").startswith("ALIVE True ")
+        vm.expect("CLOSED")
+        assert vm.proc.wait(10) == 0
+    finally:
+        vm.kill()
+    wait_for(lambda: broker.log_text().count("Received PINGREQ from vm") >= 2, "the pings at the broker")
+    wait_for(lambda: len(observer.messages) >= 3, "the VM's messages")
+    assert observer.messages[:3] == [("vm/out0", b"zero", 0, False), ("vm/out1", b"one", 1, False),
+                                     ("vm/in", b"loop", 1, False)]
+    assert "vm/will" not in observer.topics()  # closed with DISCONNECT
+
+
+def test_vm_last_will_is_delivered_when_the_vm_is_killed(broker, observer):
+    vm = VM(CLIENT % (broker.port, "60"))
+    try:
+        vm.expect("ALIVE")
+        assert "vm/will" not in observer.topics()
+    finally:
+        vm.kill()
+    wait_for(lambda: "vm/will" in observer.topics(), "the last will")
+    assert [m for m in observer.messages if m[0] == "vm/will"] == [("vm/will", b"vanished", 1, False)]
+
+
+LINK = PRELUDE + """
+async def on_connect(client):
+    await client.publish("vm/birth", b"%%d" %% link.connects, qos=1)
+
+link = Link(Board(), "127.0.0.1", PORT, "vmlink", keepalive=2, user=%r, password=%r, on_connect=on_connect,
+            backoff=Backoff(base=0.1, cap=0.5))
+
+async def watch():
+    # one line per change of state or of the failure count (attempts can be quicker than this poll)
+    last = None
+    while True:
+        now = (link.state, link.connects, link.failures.get(link.state, 0))
+        if now != last:
+            last = now
+            print("STATE", *now)
+        await asyncio.sleep_ms(5)
+
+async def main():
+    asyncio.create_task(watch())
+    await link.run()
+
+asyncio.run(main())
+"""
+
+
+def test_vm_link_reconnects_after_the_broker_dies_and_returns(broker, observer):
+    vm = VM(LINK % (broker.port, None, None))
+    try:
+        assert vm.expect("STATE CONNECTED") == "STATE CONNECTED 1 0"
+        wait_for(lambda: "vm/birth" in observer.topics(), "the first birth")
+        broker.stop()
+        assert vm.expect("STATE BROKER_UNREACHABLE").startswith("STATE BROKER_UNREACHABLE 1 ")
+        # the link keeps trying against the dead port, each refused attempt counted ...
+        while int(vm.expect("STATE BROKER_UNREACHABLE").split()[-1]) < 3:
+            pass
+        broker.start()
+        # ... and is back as soon as the broker is, within the (capped) backoff
+        assert vm.expect("STATE CONNECTED") == "STATE CONNECTED 2 0"
+    finally:
+        vm.kill()
+
+
+def test_vm_link_reports_a_wrong_password_as_auth_refused(tmp_path):
+    with Broker(tmp_path, users={"node": "right"}) as b:
+        vm = VM(LINK % (b.port, "node", "wrong"))
+        try:
+            assert vm.expect("STATE AUTH_REFUSED").startswith("STATE AUTH_REFUSED 0 ")  # never connected
+        finally:
+            vm.kill()
+
+
+def test_mqtt_modules_import_within_the_device_heap():
+    out = check_micropython(
+        "import gc\ngc.collect()\nbefore = gc.mem_alloc()\n"
+        "import agent.link\ngc.collect()\nprint('heap', gc.mem_alloc() - before)",
+        heap=DEFAULT_HEAP)
+    assert out.startswith("heap ")
