@@ -189,8 +189,7 @@ class BusOps:
         return _ok(bytes((self.hw.pins.read(pin, vm_us(ticks, t) / 1e6),)))
 
     def _pin_irq(self, p, t):
-        self.hw.pins.irq(p[0], p[1])
-        self.hw.wake()
+        self.hw.arm_irq(p[0], p[1], t)
         return _ok()
 
     def _adc(self, p, t):

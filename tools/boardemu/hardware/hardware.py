@@ -127,6 +127,13 @@ class Hardware:
         if self.level is not None:
             self.level.advance(t)
 
+    def arm_irq(self, pin: int, trigger: int, t: float) -> None:
+        """Pin.irq(): edges a model made before the IRQ was armed are not events (no replayed backlog)."""
+        if pin == PIN_REED and self.anemometer is not None and not self.pins.armed(pin):
+            self.anemometer.advance(t)  # catch the rotor up to now without collecting its edges
+        self.pins.irq(pin, trigger)
+        self.wake()
+
     def adc(self, pin: int, atten: int, t: float):
         if pin not in adc.ADC_PINS:
             raise ValueError("GPIO%d has no ADC" % pin)
