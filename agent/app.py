@@ -57,6 +57,7 @@ class Agent:
         self.reporter = Reporter(self.config, self.outbox, self.sequence, data + "/alarms")
         self.sensor = make_sensor(ident.kind, board, ident.calibration)
         self.scheduler = Scheduler(self.sensor.interval_ms(True), self.sensor.interval_ms(False))
+        self._slow_from_config()
         self.commands = Commands(self)
         self.firmware = identity_mod.firmware_version()
         self.reset_cause = RESET_CODES.get(board.reset_cause(), 0)
@@ -106,9 +107,16 @@ class Agent:
             self._count("publish")
             return False
 
+    def _slow_from_config(self):
+        # The quiet-day period is the config's (key 4) for the kind's main measurement.
+        seconds = self.config.sample_s(self.reporter.measures[0])
+        if seconds:
+            self.scheduler.slow_ms = int(seconds * 1000)
+
     def apply_config(self, doc):
         """Apply a config document from the fleet; return the reasons for what was refused."""
         reasons = self.config.apply(doc)
+        self._slow_from_config()
         self.reporter.reload()
         self.sensor.set_thresholds(self.reporter.near_thresholds())
         return reasons

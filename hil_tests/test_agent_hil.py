@@ -1,0 +1,104 @@
+"""The agent on emulated boards against a real Mosquitto: scenarios, alarms, outages, power cuts.
+
+Each test installs the built agent bundle on a fresh emulated board (hil_tests/agentnode.py), lets
+main.py start it and judges only what reaches the broker, decoded with the fleet's protocol code.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from hil_tests.agentnode import Observer, bundle, install
+from protocols.config import Alarm, Config
+
+pytestmark = pytest.mark.hil
+
+FLEET = "city"
+# The agent does not yet fit the 110 KB default heap on this 64-bit port (issue 4 is open on it).
+HEAP = "400k"
+SCENARIOS = Path(__file__).resolve().parent.parent / "tools" / "boardemu" / "scenarios"
+FAST_FLOOD = {"flood": Alarm("level", 270, 240, 3, 2), "flood_warn": Alarm("level", 150, 120, 3, 1)}
+
+
+@pytest.fixture
+def water_node(board_factory, broker, tmp_path_factory):
+    """A provisioned water-level node (mounted 3 m above a dry street) and an observer on the broker."""
+    board = board_factory("water-level", heap=HEAP)
+    board.set({"level_cm": "0", "mount_height_cm": "300"})
+    identity = {"fleet": FLEET, "id": "wl-%s" % board.uid[-6:], "kind": "water-level",
+                "broker": {"host": "127.0.0.1", "port": broker.port}, "calibration": {"mount_mm": 3000}}
+    observer = Observer(broker.port)
+    install(board, bundle(tmp_path_factory.getbasetemp()), identity)
+    yield board, observer, identity["id"]
+    observer.close()
+
+
+def _mine(observer, device, kind):
+    return [m for d, k, m in observer.seen if d == device and k == kind]
+
+
+def _fast_alarms(observer, device):
+    # A quiet-day period of 2 s and 3 s confirms keep the test short; the defaults are 60 s and 30 s.
+    observer.command(FLEET, device, Config(7, 3, alarms=FAST_FLOOD, sample={"level": 2}))
+    ack = observer.wait_for("ack", lambda m: m.cid == 7)
+    assert ack.status == 0 and ack.config == 3
+
+
+def test_rainstorm_raises_and_clears_each_alarm_once(water_node):
+    board, observer, device = water_node
+    birth = observer.wait_for("state", lambda m: m.online, timeout=60)
+    assert birth.kind == "water" and birth.reset == 1
+    _fast_alarms(observer, device)
+    start = len(observer.seen)
+    board.play(str(SCENARIOS / "rainstorm.json"), speed=30)  # 30 minutes in 60 s
+    observer.wait_for("event", lambda m: m.alarm == "flood" and m.state == 1, timeout=90, after=start)
+    observer.wait_for("event", lambda m: m.alarm == "flood_warn" and m.state == 0, timeout=90, after=start)
+    events = [(m.alarm, m.state) for m in _mine(observer, device, "event")]
+    # Ripples, spurious echoes and corrupted frames on the way: still exactly one raise and one clear each.
+    assert sorted(events) == sorted([("flood_warn", 1), ("flood", 1), ("flood", 0), ("flood_warn", 0)])
+    levels = [r.value for m in _mine(observer, device, "telemetry") for r in m.records(time.time())
+              if r.name == "level"]
+    assert max(levels) == pytest.approx(350, abs=30)  # mm: 35 cm at the crest
+
+
+def test_network_cut_loses_nothing_and_keeps_order(water_node):
+    board, observer, device = water_node
+    observer.wait_for("state", lambda m: m.online, timeout=60)
+    _fast_alarms(observer, device)
+    cut_at = time.time()
+    board.net(False)
+    for level in range(2, 40, 4):  # the water rises past both levels while the node is cut off
+        board.set({"level_cm": str(level)})
+        time.sleep(1.5)
+    time.sleep(12)  # the median filter and the 3 s confirm: the crossing is confirmed while still cut off
+    restored_at = time.time()
+    board.net(True)
+    observer.wait_for("event", lambda m: m.alarm == "flood" and m.state == 1, timeout=150)
+    flood = [m for m in _mine(observer, device, "event") if m.alarm == "flood"]
+    assert len({(m.boot, m.seq) for m in flood}) == 1
+    assert cut_at - 1 <= flood[0].since <= restored_at  # stored at its own time, not the arrival time
+    stored = [m for m in observer.seen if m[0] == device and m[1] in ("telemetry", "event")]
+    first_seen = []
+    for _, _, message in stored:
+        if (message.boot, message.seq) not in first_seen:
+            first_seen.append((message.boot, message.seq))
+    assert first_seen == sorted(first_seen)  # the backlog drained oldest first
+    during = [r for m in _mine(observer, device, "telemetry") for r in m.records(time.time())
+              if r.name == "level" and cut_at <= r.time <= restored_at]
+    assert len(during) >= 3  # readings taken while cut off arrived as history
+
+
+def test_power_cut_starts_a_new_boot_and_never_repeats_a_sequence(water_node):
+    board, observer, device = water_node
+    first = observer.wait_for("state", lambda m: m.online, timeout=60)
+    board.set({"level_cm": "10"})
+    observer.wait_for("telemetry", lambda m: True, timeout=60)
+    before = {(m.boot, m.seq) for _, _, m in observer.seen}
+    board.power_cut()
+    board.power_on()
+    second = observer.wait_for("state", lambda m: m.online and m.boot != first.boot, timeout=90)
+    assert second.reset == 1  # power on
+    assert second.seq > max(seq for _, seq in before)
