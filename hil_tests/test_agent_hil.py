@@ -23,17 +23,22 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "tools" / "boardemu" / "sce
 FAST_FLOOD = {"flood": Alarm("level", 270, 240, 3, 2), "flood_warn": Alarm("level", 150, 120, 3, 1)}
 
 
-@pytest.fixture
-def water_node(board_factory, broker, tmp_path_factory):
-    """A provisioned water-level node (mounted 3 m above a dry street) and an observer on the broker."""
+def _start_water_node(board_factory, broker, tmp_root):
     board = board_factory("water-level", heap=HEAP)
     board.set({"level_cm": "0", "mount_height_cm": "300"})
     identity = {"fleet": FLEET, "id": "wl-%s" % board.uid[-6:], "kind": "water-level",
                 "broker": {"host": "127.0.0.1", "port": broker.port}, "calibration": {"mount_mm": 3000}}
     observer = Observer(broker.port)
-    install(board, bundle(tmp_path_factory.getbasetemp()), identity)
-    yield board, observer, identity["id"]
-    observer.close()
+    install(board, bundle(tmp_root), identity)
+    return board, observer, identity["id"]
+
+
+@pytest.fixture
+def water_node(board_factory, broker, tmp_path_factory):
+    """A provisioned water-level node (mounted 3 m above a dry street) and an observer on the broker."""
+    node = _start_water_node(board_factory, broker, tmp_path_factory.getbasetemp())
+    yield node
+    node[1].close()
 
 
 def _mine(observer, device, kind):
@@ -91,14 +96,42 @@ def test_network_cut_loses_nothing_and_keeps_order(water_node):
     assert len(during) >= 3  # readings taken while cut off arrived as history
 
 
-def test_power_cut_starts_a_new_boot_and_never_repeats_a_sequence(water_node):
+def test_power_cut_keeps_the_outbox_and_never_repeats_a_sequence(water_node):
     board, observer, device = water_node
     first = observer.wait_for("state", lambda m: m.online, timeout=60)
-    board.set({"level_cm": "10"})
-    observer.wait_for("telemetry", lambda m: True, timeout=60)
-    before = {(m.boot, m.seq) for _, _, m in observer.seen}
-    board.power_cut()
+    _fast_alarms(observer, device)
+    board.net(False)  # readings pile up in the flash outbox...
+    board.set({"level_cm": "30"})
+    time.sleep(12)
+    board.power_cut()  # ...and survive a power cut
     board.power_on()
-    second = observer.wait_for("state", lambda m: m.online and m.boot != first.boot, timeout=90)
+    board.net(True)
+    second = observer.wait_for("state", lambda m: m.online and m.boot != first.boot, timeout=120)
     assert second.reset == 1  # power on
-    assert second.seq > max(seq for _, seq in before)
+    flood = observer.wait_for("event", lambda m: m.alarm == "flood" and m.state == 1, timeout=60)
+    assert flood.boot == first.boot  # raised before the cut, delivered after it
+    keys = [(m.boot, m.seq) for _, _, m in observer.seen]
+    first_max = max(seq for boot, seq in keys if boot == first.boot)
+    assert all(seq > first_max for boot, seq in keys if boot == second.boot)
+    # The alarm state was persisted: the new boot does not raise the same alarm again.
+    time.sleep(8)
+    assert [m for m in _mine(observer, device, "event") if m.boot == second.boot and m.state == 1] == []
+
+
+def test_broker_killed_and_restarted_is_survived(board_factory, broker_factory, tmp_path_factory):
+    own = broker_factory()
+    board, observer, device = _start_water_node(board_factory, own, tmp_path_factory.getbasetemp())
+    try:
+        observer.wait_for("state", lambda m: m.online, timeout=60)
+        _fast_alarms(observer, device)
+        observer.close()
+        own.stop()  # the broker dies; the node keeps measuring into its outbox
+        board.set({"level_cm": "30"})
+        time.sleep(10)
+        own.start()
+        observer = Observer(own.port)
+        flood = observer.wait_for("event", lambda m: m.alarm == "flood" and m.state == 1, timeout=120)
+        assert flood.since <= time.time()
+        observer.wait_for("state", lambda m: m.online, timeout=60)
+    finally:
+        observer.close()
