@@ -185,8 +185,20 @@ class Agent:
                       battery=None if battery is None else int(battery * 1000),
                       rssi=None if rssi is None else max(-127, min(0, rssi)),
                       outbox=self.outbox.count, dropped=self.outbox.dropped,
-                      errors=dict(list(self.errors.items())[:8]) or None, fault=self.fault,
+                      errors=self._error_counters(), fault=self.fault,
                       reconnects=self.link.connects)
+
+    def _error_counters(self):
+        # Network, broker and protocol failures are told apart (link.failures), beside sensor and task
+        # errors; at most 8 entries, as the wire limits maps.
+        counters = {}
+        for state, count in self.link.failures.items():
+            if count:
+                counters[state.lower()] = count
+        for code, count in self.errors.items():
+            if len(counters) < 8:
+                counters[code] = count
+        return counters or None
 
     async def watchdog(self):
         """Feed the hardware watchdog only while the sampler makes progress."""
