@@ -24,107 +24,28 @@ import json
 
 from agent import defaults, flashio
 
-MAX_ALARMS = 8  # per document; the defaults bring at most 3 more
-MAX_ITEMS = 32  # SPEC.md "Limits": map entries
-MAX_NAME = 32
-NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
 TABLES = (3, 4, 6, 7)
 
 
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
+def _unload_check():
+    # The checks run at boot and when a config arrives; drop their code afterwards (heap, issue 4).
+    import sys
 
+    import agent
 
-def _is_num(v):
-    if isinstance(v, float):
-        return v == v and v not in (float("inf"), float("-inf"))
-    return _is_int(v)
-
-
-def _name_ok(name):
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        return False
-    for ch in name:
-        if ch not in NAME_CHARS:
-            return False
-    return True
-
-
-def _alarm_reason(entry, measures):
-    """The reason code an alarm entry is refused for, or None."""
-    if not isinstance(entry, dict):
-        return "bad_alarm"
-    measure = entry.get(0)
-    if measure not in measures:
-        return "unknown_measure"
-    lo, hi = defaults.RANGES[measure]
-    up, down = entry.get(1), entry.get(2)
-    if not (_is_num(up) and _is_num(down)):
-        return "bad_threshold"
-    if not (lo <= up <= hi and lo <= down <= hi) or up == down:
-        return "bad_threshold"
-    for key in (3, 5):
-        value = entry.get(key, 0)
-        if not _is_int(value) or not 0 <= value <= 86400:
-            return "bad_confirm"
-    for key in (6, 7):
-        value = entry.get(key, 1)
-        if not _is_int(value) or not 1 <= value <= 255:
-            return "bad_confirm"
-    if entry.get(4) not in (1, 2) or isinstance(entry.get(4), bool):
-        return "bad_level"
-    return None
-
-
-def _value_reason(key, value, measure):
-    """The reason code a table value (key 4, 6 or 7) is refused for, or None."""
-    if key == 4:
-        return None if _is_int(value) and 1 <= value <= 86400 else "bad_period"
-    if key == 6:
-        return None if _is_num(value) and value >= 0 else "bad_deadband"
-    if isinstance(value, (list, tuple)) and len(value) == 2 and _is_num(value[0]) and _is_num(value[1]) \
-            and value[0] != 0:
-        return None
-    return "bad_calibration"
+    sys.modules.pop("agent.config_check", None)
+    if "config_check" in agent.__dict__:
+        delattr(agent, "config_check")
 
 
 def validate(doc, kind):
     """(clean, refused, reasons): the valid part of `doc`, the (key, name) entries refused, the reasons."""
-    measures = defaults.MEASURES[kind]
-    clean: dict = {}
-    refused: list = []
-    reasons: list = []
-    version = doc.get(2) if isinstance(doc, dict) else None
-    if not _is_int(version) or not 1 <= version <= 0xFFFFFFFF:
-        return None, refused, ["bad_version"]
-    clean[2] = version
-    for key in TABLES:
-        table = doc.get(key)
-        if table is None:
-            continue
-        if not isinstance(table, dict) or len(table) > (MAX_ALARMS if key == 3 else MAX_ITEMS):
-            reasons.append("bad_table:%d" % key)
-            refused.append((key, None))
-            continue
-        out = clean[key] = {}
-        for name, value in table.items():
-            if key == 3:
-                bad = "bad_name" if not _name_ok(name) else _alarm_reason(value, measures)
-            else:
-                bad = "unknown_measure" if name not in measures else _value_reason(key, value, name)
-            if bad:
-                reasons.append("%s:%s" % (bad, name if isinstance(name, str) else "?"))
-                refused.append((key, name))
-            else:
-                out[name] = dict(value) if key == 3 else (list(value) if key == 7 else value)
-    heartbeat = doc.get(5)
-    if heartbeat is not None:
-        if _is_int(heartbeat) and 1 <= heartbeat <= 86400:
-            clean[5] = heartbeat
-        else:
-            reasons.append("bad_heartbeat")
-            refused.append((5, None))
-    return clean, refused, reasons[:32]  # an ack carries at most 32 reasons (SPEC.md "Limits")
+    from agent import config_check
+
+    try:
+        return config_check.validate(doc, kind)
+    finally:
+        _unload_check()
 
 
 def merge(base, doc):
@@ -150,16 +71,6 @@ def _to_json(doc):
     return json.dumps(out)
 
 
-def _from_json(text):
-    out = {}
-    for key, value in json.loads(text).items():
-        key = int(key)
-        if key == 3:
-            value = {name: {int(k): v for k, v in entry.items()} for name, entry in value.items()}
-        out[key] = value
-    return out
-
-
 class AgentConfig:
     """The config of a `kind` node, stored at `path`; `doc` is the effective document (defaults + applied)."""
 
@@ -179,11 +90,15 @@ class AgentConfig:
         data = flashio.read(self.path)
         if data is None:
             return ["no_config"] if flashio.exists(self.path) else []
+        from agent import config_check
+
         try:
-            doc = _from_json(data.decode())
+            doc = config_check.from_json(data.decode())
+            clean, _, reasons = config_check.validate(doc, self.kind)
         except (ValueError, TypeError, AttributeError):
             return ["bad_stored_config"]
-        clean, _, reasons = validate(doc, self.kind)
+        finally:
+            _unload_check()
         if clean is not None:  # entries this firmware refuses now keep their defaults
             self.applied = clean
             self.doc = merge(defaults.config_for(self.kind), clean)

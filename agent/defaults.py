@@ -31,12 +31,6 @@ KINDS = (MANHOLE, WATER, WIND)
 
 HEARTBEAT_S = 900
 
-#: measurement -> (lowest, highest) plausible value, for config checks
-RANGES = {
-    "tilt": (0, 180), "accel": (0, 40), "level": (-1000, 10000), "rise": (-1000, 1000),
-    "wind": (0, 100), "gust": (0, 100), "wind10": (0, 100), "load": (-50000, 50000),
-}
-
 #: kind -> measurements it produces
 MEASURES = {
     MANHOLE: ("tilt", "accel"),

@@ -36,11 +36,8 @@ class Identity:
         self.password = doc.get("password")
         calibration = doc.get("calibration", {})
         self.calibration = calibration if isinstance(calibration, dict) else {}
-
-    @property
-    def client_id(self):
-        """MQTT client id: fleet and device, so two fleets on one broker never collide."""
-        return self.fleet + "-" + self.device
+        # MQTT client id: fleet and device, so two fleets on one broker never collide.
+        self.client_id = self.fleet + "-" + self.device
 
 
 def _text(doc, key):

@@ -289,18 +289,15 @@ class MQTTClient:
             self._pid[i] = 0
             self._topic[i] = self._payload[i] = None
             self._ack_evt.set()
-        elif kind == mp.SUBACK or kind == mp.UNSUBACK:
-            if kind == mp.SUBACK:
-                pid, code = mp.decode_suback(rx, body, length)
-            else:
-                pid, code = mp.decode_ack(rx, body), 0
+        elif kind == mp.SUBACK:
+            pid, code = mp.decode_suback(rx, body, length)
             if pid != self._sub_pid:
                 raise MQTTProtocolError("ack for packet %d, expected %d" % (pid, self._sub_pid))
             self._sub_result = code
             self._sub_evt.set()
         elif kind == mp.CONNACK:
             raise MQTTProtocolError("second CONNACK (3.2.0)")
-        # PINGRESP: its arrival (_last_rx) is all that counts
+        # PINGRESP (and an UNSUBACK, never asked for): its arrival (_last_rx) is all that counts
 
     # ---- liveness --------------------------------------------------------------------------------
 
@@ -382,11 +379,6 @@ class MQTTClient:
         self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._supervise())]
         return self.session_present
 
-    @property
-    def alive(self):
-        """True until the connection died or was closed."""
-        return self.error is None
-
     async def wait_dead(self):
         """Wait until the connection is dead or closed; return the error that ended it."""
         await self._dead.wait()
@@ -453,33 +445,23 @@ class MQTTClient:
                 return False
         return True
 
-    async def _request(self, sub, topic_filter, qos, timeout):
+    async def subscribe(self, topic_filter, qos=0, timeout=None):
+        """SUBSCRIBE to one filter and wait for SUBACK; return the granted QoS (MQTTError if refused)."""
         async with self._sub_lock:
             self._sub_pid = pid = self._new_pid()
             self._sub_result = -1
             self._sub_evt.clear()
-            if sub:
-                await self._send(mp.subscribe(self._tx, pid, topic_filter, qos))
-            else:
-                await self._send(mp.unsubscribe(self._tx, pid, topic_filter))
+            await self._send(mp.subscribe(self._tx, pid, topic_filter, qos))
             try:
                 await asyncio.wait_for(self._sub_evt.wait(), timeout or self.io_timeout)
             except asyncio.TimeoutError:
                 raise MQTTTimeout("no ack for packet %d" % pid)
             if self.error is not None:
                 raise MQTTConnectionLost("connection closed: %s" % (self.error,))
-            return self._sub_result
-
-    async def subscribe(self, topic_filter, qos=0, timeout=None):
-        """SUBSCRIBE to one filter and wait for SUBACK; return the granted QoS (MQTTError if refused)."""
-        code = await self._request(True, topic_filter, qos, timeout)
+            code = self._sub_result
         if code == mp.SUBACK_FAILURE:
             raise MQTTError("subscription to %r refused" % (topic_filter,))
         return code
-
-    async def unsubscribe(self, topic_filter, timeout=None):
-        """UNSUBSCRIBE from one filter and wait for UNSUBACK."""
-        await self._request(False, topic_filter, 0, timeout)
 
     async def close(self, disconnect=True):
         """End the session (with DISCONNECT if `disconnect` and alive, so the will is not published)

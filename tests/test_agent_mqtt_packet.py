@@ -107,7 +107,6 @@ def case_publish_rejects_bad_arguments():
 def case_acks_subscriptions_and_empty_packets():
     assert encoded(mp.puback, 0x1234) == h("40 02 1234")
     assert encoded(mp.subscribe, 1, "a/#", 1) == h("82 08 0001 0003 612f23 01")  # 3.8.1: flags 0010
-    assert encoded(mp.unsubscribe, 2, "a/#") == h("a2 07 0002 0003 612f23")  # 3.10.1
     assert encoded(mp.pingreq) == h("c0 00")
     assert encoded(mp.disconnect) == h("e0 00")
     raises(MQTTError, mp.puback, bytearray(4), 0)

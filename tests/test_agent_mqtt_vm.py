@@ -112,7 +112,7 @@ async def main():
     await until(lambda: got, "own message")
     print("GOT", got[0][0].decode(), got[0][1].decode())
     await until(lambda: c.pings >= 2, "two pings")
-    print("ALIVE", c.alive, c.pings, c.retransmits)
+    print("ALIVE", c.error is None, c.pings, c.retransmits)
     await asyncio.sleep(%s)
     await c.close()
     print("CLOSED")
