@@ -31,7 +31,7 @@ from protocols.state import State
 DATA = "/data"
 HEALTH_S = 300
 WDT_MS = 30000
-#: Sampler silent this long means the agent is stuck: stop feeding the watchdog.
+#: Sampler this late past its planned wake-up means the agent is stuck: stop feeding the watchdog.
 STALL_MS = 20000
 RESET_CODES = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
 KIND_NAMES = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}
@@ -108,10 +108,11 @@ class Agent:
             return False
 
     def _slow_from_config(self):
-        # The quiet-day period is the config's (key 4) for the kind's main measurement.
+        # The quiet-day period is the config's (key 4) for the kind's main measurement, but never longer
+        # than the sensor's own: the wind sensor's 3-second gust needs samples every few seconds.
         seconds = self.config.sample_s(self.reporter.measures[0])
         if seconds:
-            self.scheduler.slow_ms = int(seconds * 1000)
+            self.scheduler.slow_ms = min(int(seconds * 1000), self.sensor.interval_ms(False))
 
     def apply_config(self, doc):
         """Apply a config document from the fleet; return the reasons for what was refused."""
@@ -152,7 +153,6 @@ class Agent:
                 self.uplink.wake.set()
             elif self.outbox.count:
                 self.uplink.wake.set()
-        self.progress = time.ticks_ms()
         return self.sensor.moving()
 
     async def sampler(self):
@@ -161,7 +161,8 @@ class Agent:
         while True:
             busy = self.sample_once()
             period = self.scheduler.done(time.ticks_ms(), busy)
-            self.progress = time.ticks_ms()
+            # Alive means: back from this sleep within STALL_MS of its planned end.
+            self.progress = time.ticks_add(time.ticks_ms(), period)
             await _sleep_or_flag(period, flag)
             free = gc.mem_free()
             if free < self.heap_min:
