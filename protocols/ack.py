@@ -39,12 +39,3 @@ class Ack(UpMessage):
         fields.put(out, 6, self.config)
         fields.put(out, 7, self.result)
         return out
-
-    @classmethod
-    def from_obj(cls, obj) -> "Ack":
-        """Validate a decoded ack map."""
-        obj, version, boot, seq = cls.read_header(obj, "ack")
-        message = cls(boot, seq, fields.require(obj, 3, "cid"), fields.require(obj, 4, "status"),
-                      obj.get(5), obj.get(6), obj.get(7))
-        message.protocol = version
-        return message

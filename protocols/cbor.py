@@ -62,9 +62,6 @@ class Tag:
     def __eq__(self, other):
         return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
 
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
     def __repr__(self):
         return "Tag(%d, %r)" % (self.tag, self.value)
 
@@ -422,12 +419,8 @@ def _utf8_error(raw):
     return -1
 
 
-def _lax_utf8():
-    try:
-        str(b"\xc0\xaf", "utf-8")  # an overlong "/": a strict decoder refuses it
-    except UnicodeError:
-        return False
-    return True
-
-
-_LAX_UTF8 = _lax_utf8()
+try:
+    str(b"\xc0\xaf", "utf-8")  # an overlong "/": a strict decoder refuses it
+    _LAX_UTF8 = True
+except UnicodeError:
+    _LAX_UTF8 = False

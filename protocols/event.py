@@ -34,16 +34,6 @@ class Event(UpMessage):
                     8: self.since})
         return out
 
-    @classmethod
-    def from_obj(cls, obj) -> "Event":
-        """Validate a decoded event map."""
-        obj, version, boot, seq = cls.read_header(obj, "event")
-        need = fields.require
-        message = cls(boot, seq, need(obj, 3, "alarm"), need(obj, 4, "state"), need(obj, 5, "level"),
-                      need(obj, 6, "value"), need(obj, 7, "threshold"), need(obj, 8, "since"))
-        message.protocol = version
-        return message
-
     def began(self, now: int):
         """Absolute time the condition began, given the receiver's clock `now`."""
         return fields.resolve_time(self.since, now)

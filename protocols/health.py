@@ -49,15 +49,3 @@ class Health(UpMessage):
         for key, attr, _ in FIELDS:
             fields.put(out, key, getattr(self, attr))
         return out
-
-    @classmethod
-    def from_obj(cls, obj) -> "Health":
-        """Validate a decoded health map."""
-        obj, version, boot, seq = cls.read_header(obj, "health")
-        optional = {}
-        for key, attr, _ in FIELDS:
-            if key in obj:
-                optional[attr] = obj[key]
-        message = cls(boot, seq, fields.require(obj, 3, "uptime"), **optional)
-        message.protocol = version
-        return message

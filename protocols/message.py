@@ -10,18 +10,16 @@ from protocols.topics import DOWN, UP
 
 
 class Message:
-    """A message of the contract; subclasses set KIND/DIRECTION and implement `to_obj`/`from_obj`."""
+    """A message of the contract; subclasses set KIND/DIRECTION and implement `to_obj`.
+
+    Commands read themselves (`from_obj`, the node needs it); device messages are read by the fleet's
+    `protocols.read_up`, which the node never imports."""
 
     KIND = ""
     DIRECTION = ""
 
     def to_obj(self):
         """The message as the plain value (dict with int keys, or list) that is CBOR-encoded."""
-        raise NotImplementedError
-
-    @classmethod
-    def from_obj(cls, obj):
-        """Build and validate the message from a decoded value; ProtocolError when it breaks the contract."""
         raise NotImplementedError
 
     def __eq__(self, other) -> bool:
@@ -44,15 +42,6 @@ class UpMessage(Message):
     def header(self) -> dict:
         """The common keys 0..2 as a fresh dict for `to_obj` to extend."""
         return {0: fields.VERSION, 1: self.boot, 2: self.seq}
-
-    @staticmethod
-    def read_header(obj, name: str):
-        """(map, version, boot, seq) of a decoded device message."""
-        obj = fields.as_map(obj, name)
-        version = fields.version(obj)
-        boot = fields.require(obj, 1, "boot")
-        seq = fields.require(obj, 2, "seq")
-        return obj, version, boot, seq
 
 
 class Command(Message):

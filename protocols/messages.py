@@ -1,26 +1,19 @@
-"""All message types by topic, and the two functions the agent and the fleet call: `encode`, `decode`.
+"""The functions the agent and the fleet call: `encode`, `decode` (and `decode_up`, `decode_down`).
 
 `decode` enforces the limits of SPEC.md before and after CBOR decoding and turns every codec error into a
-ProtocolError, so a caller handles one exception type for anything that came off the wire.
+ProtocolError, so a caller handles one exception type for anything that came off the wire. Message
+classes are imported when first needed, not here: a node imports only the few it uses (the fleet's
+readers of device messages, `protocols.read_up`, never), which keeps its heap small.
 """
 
 from protocols import cbor
-from protocols.ack import Ack
-from protocols.commands import Ping, Rebirth, Reboot
-from protocols.config import Config
 from protocols.errors import ProtocolError
-from protocols.event import Event
-from protocols.health import Health
 from protocols.limits import MAX_DEPTH, check_depth, check_size
-from protocols.ota import OtaOffer, OtaProgress
-from protocols.state import State
-from protocols.telemetry import Telemetry
 from protocols.topics import DOWN, UP, parse
 
-#: (direction, topic type) -> message class
-CLASSES = {}
-for _cls in (Telemetry, Event, Health, State, Ack, OtaProgress, Config, Ping, Reboot, Rebirth, OtaOffer):
-    CLASSES[(_cls.DIRECTION, _cls.KIND)] = _cls
+#: command topic type -> (module under protocols, class)
+COMMANDS = {"config": ("config", "Config"), "ping": ("commands", "Ping"), "reboot": ("commands", "Reboot"),
+            "rebirth": ("commands", "Rebirth"), "ota": ("ota", "OtaOffer")}
 
 
 def encode(message) -> bytes:
@@ -49,24 +42,25 @@ def decode(topic, data):
     """The message of `data` received on `topic` (a str, bytes or `Topic`), validated."""
     if not hasattr(topic, "kind"):
         topic = parse(topic)
-    cls = CLASSES.get((topic.direction, topic.kind))
-    if cls is None:
-        raise ProtocolError("bad_type", "no message type for %s" % topic)
-    return cls.from_obj(load(data))
+    if topic.direction == UP:
+        return decode_up(topic.kind, data)
+    return decode_down(topic.kind, data)
 
 
 def decode_up(kind: str, data):
-    """Shortcut for the fleet: a device message of topic type `kind`."""
-    return _by(UP, kind).from_obj(load(data))
+    """The fleet's reader: a device message of topic type `kind`."""
+    from protocols.read_up import READERS
+
+    reader = READERS.get(kind)
+    if reader is None:
+        raise ProtocolError("bad_type", "no %s message type %r" % (UP, kind))
+    return reader(load(data))
 
 
 def decode_down(kind: str, data):
-    """Shortcut for the device: a command of topic type `kind`."""
-    return _by(DOWN, kind).from_obj(load(data))
-
-
-def _by(direction, kind):
-    cls = CLASSES.get((direction, kind))
-    if cls is None:
-        raise ProtocolError("bad_type", "no %s message type %r" % (direction, kind))
-    return cls
+    """The device's reader: a command of topic type `kind`."""
+    entry = COMMANDS.get(kind)
+    if entry is None:
+        raise ProtocolError("bad_type", "no %s message type %r" % (DOWN, kind))
+    module = __import__("protocols." + entry[0], None, None, (entry[1],))
+    return getattr(module, entry[1]).from_obj(load(data))

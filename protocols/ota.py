@@ -35,15 +35,6 @@ class OtaProgress(UpMessage):
         fields.put(out, 7, self.target)
         return out
 
-    @classmethod
-    def from_obj(cls, obj) -> "OtaProgress":
-        """Validate a decoded OTA progress map."""
-        obj, version, boot, seq = cls.read_header(obj, "ota")
-        message = cls(boot, seq, fields.require(obj, 3, "cid"), fields.require(obj, 4, "state"),
-                      obj.get(5), obj.get(6), obj.get(7))
-        message.protocol = version
-        return message
-
 
 class OtaOffer(Command):
     """Placeholder offer of firmware `firmware` (version text) at `url`, `size` bytes, SHA-256 `sha256`."""

@@ -1,12 +1,12 @@
-"""SenML (RFC 8428) packs in their CBOR form: labels, the units we use, and the resolver (RFC 8428 §4.6).
+"""SenML (RFC 8428) in its CBOR form, the part a node needs: labels, units, catalogue, name rule.
 
 A pack is a list of records; a record is a dict keyed by the integer labels of RFC 8428 §6 Table 4. The
-device-side builder that makes packs compact lives in `protocols.senml_pack`.
+device-side builder that makes packs compact lives in `protocols.senml_pack`; the fleet's checks of a
+received pack and the resolver (RFC 8428 §4.6) live in `protocols.senml_resolve`, which the node never
+imports (it only builds packs, so they cost it no heap).
 """
 
 from protocols.errors import ProtocolError
-from protocols.fields import RELATIVE_LIMIT, is_int, is_number
-from protocols.limits import MAX_RECORDS, MAX_TEXT
 
 # RFC 8428 §6, Table 4 (the table is final: extensions use text labels, §6).
 BVER = -1
@@ -25,23 +25,12 @@ T = 6
 UT = 7
 VD = 8
 
-#: label -> JSON name, for the JSON form (bench, SPEC examples).
-LABELS = {BVER: "bver", BN: "bn", BT: "bt", BU: "bu", BV: "bv", BS: "bs", N: "n", U: "u",
-          V: "v", VS: "vs", VB: "vb", S: "s", T: "t", UT: "ut", VD: "vd"}
-
-#: Units this fleet uses: name -> (primary unit, factor to it). Primary names are from the SenML units
-#: registry (RFC 8428 §12.1; "deg" and "B" were added by RFC 8798 §2); "mm", "cm", "mV", "ms", "km/h",
-#: "hPa" are secondary units of RFC 8798 §3, which only a recipient known to understand them may get;
-#: the fleet does, and `to_primary` converts.
-UNITS = {
-    "m": ("m", 1), "mm": ("m", 0.001), "cm": ("m", 0.01),
-    "m/s": ("m/s", 1), "km/h": ("m/s", 1 / 3.6),
-    "deg": ("deg", 1), "rad": ("rad", 1),
-    "N": ("N", 1), "Pa": ("Pa", 1), "hPa": ("Pa", 100),
-    "V": ("V", 1), "mV": ("V", 0.001), "A": ("A", 1), "%EL": ("%EL", 1),
-    "s": ("s", 1), "ms": ("s", 0.001), "Cel": ("Cel", 1), "%RH": ("%RH", 1),
-    "B": ("B", 1), "count": ("count", 1), "/": ("/", 1), "1/s": ("1/s", 1), "Hz": ("Hz", 1),
-}
+#: Unit names this fleet uses. Primary units are from the SenML units registry (RFC 8428 §12.1; "deg" and
+#: "B" were added by RFC 8798 §2); "mm", "cm", "mV", "ms", "km/h", "hPa" are secondary units of RFC 8798
+#: §3, which only a recipient known to understand them may get; the fleet does
+#: (`senml_resolve.to_primary`, which also holds the factors).
+UNITS = ("m", "mm", "cm", "m/s", "km/h", "deg", "rad", "N", "Pa", "hPa", "V", "mV", "A", "%EL", "s", "ms",
+         "Cel", "%RH", "B", "count", "/", "1/s", "Hz")
 
 #: The measurement catalogue (SPEC.md "Measurements"): name -> unit. Records with these names may omit
 #: the unit, as in the LwM2M SenML profile where the object model fixes it; the resolver fills it in.
@@ -52,149 +41,14 @@ MEASUREMENTS = {
     "wind": "m/s",    # billboard: wind speed, where an anemometer is fitted
 }
 
-_NAME_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-_NAME_CHARS = _NAME_FIRST + "-:./_"
-_VALUES = (V, VS, VB, VD)
-
-
-class Record:
-    """One resolved record: absolute name and time, unit (or None), one value and/or a sum."""
-
-    __slots__ = ("name", "time", "unit", "value", "sum", "update")
-
-    def __init__(self, name, time, unit=None, value=None, sum=None, update=None):
-        self.name = name
-        self.time = time
-        self.unit = unit
-        self.value = value
-        self.sum = sum
-        self.update = update
-
-    def as_dict(self) -> dict:
-        """The record as a dict with the SenML JSON names of the fields that are present."""
-        out = {"n": self.name, "t": self.time}
-        for key, item in (("u", self.unit), ("v", self.value), ("s", self.sum), ("ut", self.update)):
-            if item is not None:
-                out[key] = item
-        return out
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Record) and self.as_dict() == other.as_dict()
-
-    def __repr__(self) -> str:
-        return "Record(%r)" % (self.as_dict(),)
-
-
-def to_primary(value, unit):
-    """(value, unit) converted to the primary unit when `unit` is a secondary unit we know."""
-    entry = UNITS.get(unit)
-    if entry is None or entry[1] == 1:
-        return value, unit
-    return value * entry[1], entry[0]
-
-
-def _text(value, label):
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise ProtocolError("senml_field", "%s must be text of at most %d characters" % (LABELS[label], MAX_TEXT))
-    return value
-
-
-def _num(value, label):
-    if not is_number(value):
-        raise ProtocolError("senml_field", "%s must be a finite number, not %r" % (LABELS[label], value))
-    return value
-
-
-_CHECKS = {BN: _text, BU: _text, N: _text, U: _text, VS: _text, BT: _num, BV: _num, BS: _num,
-           V: _num, S: _num, T: _num, UT: _num}
-
-
-def _check_record(record) -> None:
-    if not isinstance(record, dict):
-        raise ProtocolError("senml_record", "a SenML record must be a map")
-    for key, value in record.items():
-        if isinstance(key, str):
-            # RFC 8428 §12.2: a label ending in "_" must be understood; we understand none.
-            if key.endswith("_"):
-                raise ProtocolError("senml_must_understand", "unsupported label %r" % key)
-            continue
-        check = _CHECKS.get(key)
-        if check is not None:
-            check(value, key)
-        elif key == VB and not isinstance(value, bool):
-            raise ProtocolError("senml_field", "vb must be true or false")
-        elif key == VD and not isinstance(value, (bytes, bytearray)):
-            raise ProtocolError("senml_field", "vd must be a byte string")
-        elif key == BVER and (not is_int(value) or value < 1):
-            raise ProtocolError("senml_field", "bver must be a positive integer")
-    if UT in record and record[UT] < 0:
-        raise ProtocolError("senml_field", "ut must not be negative")
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-:./_"
 
 
 def check_name(name) -> str:
     """Return `name` if it is a valid resolved SenML name (RFC 8428 §4.5.1 character rules)."""
-    if not name or name[0] not in _NAME_FIRST:
+    if not name or name[0] in "-:./_":
         raise ProtocolError("senml_name", "name %r must start with A-Z, a-z or 0-9" % name)
     for char in name:
         if char not in _NAME_CHARS:
             raise ProtocolError("senml_name", "name %r: character %r not allowed" % (name, char))
     return name
-
-
-def _value_of(record, base_value):
-    found = [key for key in _VALUES if key in record]
-    if len(found) > 1:
-        raise ProtocolError("senml_value", "a record has one value field, this one has %d" % len(found))
-    if not found:
-        if S not in record:
-            raise ProtocolError("senml_value", "a record needs a value or a sum")
-        return None
-    if found[0] == V and base_value is not None:
-        return base_value + record[V]
-    return record[found[0]]
-
-
-def check_pack(pack) -> list:
-    """Return `pack` if it is a well-formed pack of 1..MAX_RECORDS records, else raise ProtocolError."""
-    if not isinstance(pack, list) or not pack:
-        raise ProtocolError("senml_pack", "a SenML pack is a non-empty array of records")
-    if len(pack) > MAX_RECORDS:
-        raise ProtocolError("senml_pack", "%d records exceed the limit of %d" % (len(pack), MAX_RECORDS))
-    base_name = ""
-    for record in pack:
-        _check_record(record)
-        base_name = record.get(BN, base_name)
-        check_name(base_name + record.get(N, ""))
-        _value_of(record, None)
-    return pack
-
-
-def resolve(pack, now, units=None) -> list:
-    """Resolve a pack into a list of `Record` as RFC 8428 §4.6 says.
-
-    Base fields apply to their record and all later ones until overridden; name = base name + name;
-    time = base time + time, and a result below 2**28 is relative to `now` (the receiver's clock, in
-    seconds since the epoch); value = base value + value; sum = base sum + sum; a missing unit is the base
-    unit, else (our profile, SPEC.md) `units.get(name)` when a catalogue is given.
-    """
-    check_pack(pack)
-    base_name, base_time, base_unit, base_value, base_sum = "", 0, None, None, None
-    out = []
-    for record in pack:
-        base_name = record.get(BN, base_name)
-        base_time = record.get(BT, base_time)
-        base_unit = record.get(BU, base_unit)
-        base_value = record.get(BV, base_value)
-        base_sum = record.get(BS, base_sum)
-        name = check_name(base_name + record.get(N, ""))
-        time = base_time + record.get(T, 0)
-        if time < RELATIVE_LIMIT:
-            time += now
-        unit = record.get(U, base_unit)
-        if unit is None and units is not None:
-            unit = units.get(name)
-        total = record.get(S)
-        if total is not None and base_sum is not None:
-            total += base_sum
-        out.append(Record(name, time, unit, _value_of(record, base_value), total, record.get(UT)))
-    return out

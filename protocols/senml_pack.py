@@ -95,10 +95,10 @@ class PackBuilder:
             raise ProtocolError("senml_pack", "no readings to pack")
         names = self.names[:count]
         records: list = [{} for _ in range(count)]
-        self._names(records, names)
-        self._units(records, self.units[:count])
-        self._times(records, self.times[:count])
-        self._values(records, self.values[:count])
+        _names(records, names)
+        _units(records, self.units[:count])
+        _times(records, self.times[:count])
+        _values(records, self.values[:count])
         if update is not None:
             seen = []
             for index in range(count - 1, -1, -1):
@@ -107,51 +107,51 @@ class PackBuilder:
                     records[index][UT] = update
         return records
 
-    @staticmethod
-    def _names(records, names) -> None:
-        prefix = _common_prefix(names) if len(names) > 1 else ""
-        # bn costs its label and text once; it saves len(prefix) in every record
-        if prefix and 1 + text_size(prefix) < sum(text_size(n) - text_size(n[len(prefix):]) for n in names):
-            records[0][BN] = prefix
-        else:
-            prefix = ""
-        for index, name in enumerate(names):
-            if name != prefix:
-                records[index][N] = name[len(prefix):]
 
-    @staticmethod
-    def _units(records, units) -> None:
-        if len(records) > 1 and units[0] and all(unit == units[0] for unit in units):
-            records[0][BU] = units[0]
-            return
-        for index, unit in enumerate(units):
-            if unit:
-                records[index][U] = unit
+def _names(records, names) -> None:
+    prefix = _common_prefix(names) if len(names) > 1 else ""
+    # bn costs its label and text once; it saves len(prefix) in every record
+    if prefix and 1 + text_size(prefix) < sum(text_size(n) - text_size(n[len(prefix):]) for n in names):
+        records[0][BN] = prefix
+    else:
+        prefix = ""
+    for index, name in enumerate(names):
+        if name != prefix:
+            records[index][N] = name[len(prefix):]
 
-    @staticmethod
-    def _times(records, times) -> None:
-        relative = [time < RELATIVE_LIMIT for time in times]
-        base = 0
-        if len(times) > 1 and all(flag == relative[0] for flag in relative):
-            low, high = min(times), max(times)
-            # the reading nearest the middle of the range makes the offsets smallest
-            middle = low + (high - low) // 2
-            candidate = min(times, key=lambda time: abs(time - middle))
-            if 1 + int_size(candidate) + _offsets_cost(times, candidate) < _offsets_cost(times, 0):
-                base = candidate
-                records[0][BT] = base
-        for index, time in enumerate(times):
-            if time != base:
-                records[index][T] = time - base
 
-    @staticmethod
-    def _values(records, values) -> None:
-        base = 0
-        if len(values) > 1 and all(is_int(value) for value in values):
-            middle = min(values) + (max(values) - min(values)) // 2
-            plain = sum(int_size(value) for value in values)
-            if 1 + int_size(middle) + sum(int_size(value - middle) for value in values) < plain:
-                base = middle
-                records[0][BV] = base
-        for index, value in enumerate(values):
-            records[index][V] = value - base if base else value
+def _units(records, units) -> None:
+    if len(records) > 1 and units[0] and all(unit == units[0] for unit in units):
+        records[0][BU] = units[0]
+        return
+    for index, unit in enumerate(units):
+        if unit:
+            records[index][U] = unit
+
+
+def _times(records, times) -> None:
+    relative = [time < RELATIVE_LIMIT for time in times]
+    base = 0
+    if len(times) > 1 and all(flag == relative[0] for flag in relative):
+        low, high = min(times), max(times)
+        # the reading nearest the middle of the range makes the offsets smallest
+        middle = low + (high - low) // 2
+        candidate = min(times, key=lambda time: abs(time - middle))
+        if 1 + int_size(candidate) + _offsets_cost(times, candidate) < _offsets_cost(times, 0):
+            base = candidate
+            records[0][BT] = base
+    for index, time in enumerate(times):
+        if time != base:
+            records[index][T] = time - base
+
+
+def _values(records, values) -> None:
+    base = 0
+    if len(values) > 1 and all(is_int(value) for value in values):
+        middle = min(values) + (max(values) - min(values)) // 2
+        plain = sum(int_size(value) for value in values)
+        if 1 + int_size(middle) + sum(int_size(value - middle) for value in values) < plain:
+            base = middle
+            records[0][BV] = base
+    for index, value in enumerate(values):
+        records[index][V] = value - base if base else value

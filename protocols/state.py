@@ -43,16 +43,3 @@ class State(UpMessage):
         fields.put(out, 6, self.reset)
         fields.put(out, 7, self.kind)
         return out
-
-    @classmethod
-    def from_obj(cls, obj) -> "State":
-        """Validate a decoded state map (a will's extra keys are ignored, as any unknown key)."""
-        obj, version, boot, seq = cls.read_header(obj, "state")
-        online = fields.require(obj, 3, "online")
-        if online is True:
-            message = cls(boot, seq, True, fields.require(obj, 4, "firmware"),
-                          fields.require(obj, 5, "config"), fields.require(obj, 6, "reset"), obj.get(7))
-        else:
-            message = cls(boot, seq, online)
-        message.protocol = version
-        return message

@@ -10,37 +10,31 @@ Non-map elements between `seq` and the first record are header fields of later v
 from protocols import fields
 from protocols.errors import ProtocolError
 from protocols.message import UpMessage
-from protocols.senml import MEASUREMENTS, check_pack, resolve
 
 
 class Telemetry(UpMessage):
-    """Readings of one device: `pack` is a SenML pack (list of records keyed by RFC 8428 integer labels)."""
+    """Readings of one device: `pack` is a SenML pack (list of records keyed by RFC 8428 integer labels).
+
+    Built on the node from `senml_pack.PackBuilder`, which checks every reading, so only the shape is
+    checked here; the fleet checks a received pack in full (`protocols.read_up`).
+    """
 
     KIND = "telemetry"
 
     def __init__(self, boot: int, seq: int, pack: list) -> None:
         super().__init__(boot, seq)
-        self.pack = check_pack(pack)
+        if not isinstance(pack, list) or not pack:
+            raise ProtocolError("senml_pack", "a SenML pack is a non-empty array of records")
+        self.pack = pack
 
     def to_obj(self) -> list:
         """``[version, boot, seq] + pack``."""
         return [fields.VERSION, self.boot, self.seq] + self.pack
 
-    @classmethod
-    def from_obj(cls, obj) -> "Telemetry":
-        """Validate a decoded telemetry array."""
-        if not isinstance(obj, list) or len(obj) < 4:
-            raise ProtocolError("bad_message", "telemetry must be an array [version, boot, seq, record...]")
-        version = obj[0]
-        if not fields.is_int(version) or version < 1:
-            raise ProtocolError("bad_version", "protocol version must be an integer >= 1, not %r" % (version,))
-        start = 3
-        while start < len(obj) and not isinstance(obj[start], dict):
-            start += 1
-        message = cls(obj[1], obj[2], obj[start:])
-        message.protocol = version
-        return message
+    def records(self, now: int, units=None) -> list:
+        """The pack resolved (RFC 8428 §4.6) against the receiver's clock `now`; catalogue units filled in
+        (`units`, default `senml.MEASUREMENTS`). Fleet side: the resolver is imported only here."""
+        from protocols.senml import MEASUREMENTS
+        from protocols.senml_resolve import resolve
 
-    def records(self, now: int, units=MEASUREMENTS) -> list:
-        """The pack resolved (RFC 8428 §4.6) against the receiver's clock `now`; catalogue units filled in."""
-        return resolve(self.pack, now, units)
+        return resolve(self.pack, now, MEASUREMENTS if units is None else units)

@@ -42,8 +42,9 @@ def _senml_cbor(readings: list, seq: int) -> bytes:
 
 
 def _senml_json(readings: list, seq: int) -> bytes:
-    from protocols.senml import LABELS, MEASUREMENTS
+    from protocols.senml import MEASUREMENTS
     from protocols.senml_pack import PackBuilder
+    from protocols.senml_resolve import LABELS
 
     builder = PackBuilder(len(readings))
     for name, value, time in readings:
