@@ -21,6 +21,15 @@ def cli() -> None:
     """Build, flash, provision, watch and update cityfleet sensor nodes."""
 
 
+def _register() -> None:
+    from fleet.cli.build import build
+
+    cli.add_command(build)
+
+
+_register()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one `fleet: <message>` line and a documented exit code."""
     try:
