@@ -29,7 +29,7 @@ VD = 8
 #: "B" were added by RFC 8798 §2); "mm", "cm", "mV", "ms", "km/h", "hPa" are secondary units of RFC 8798
 #: §3, which only a recipient known to understand them may get; the fleet does
 #: (`senml_resolve.to_primary`, which also holds the factors).
-UNITS = ("m", "mm", "cm", "m/s", "km/h", "deg", "rad", "N", "Pa", "hPa", "V", "mV", "A", "%EL", "s", "ms",
+UNITS = ("m", "m/s2", "mm", "cm", "m/s", "km/h", "deg", "rad", "N", "Pa", "hPa", "V", "mV", "A", "%EL", "s", "ms",
          "Cel", "%RH", "B", "count", "/", "1/s", "Hz")
 
 #: The measurement catalogue (SPEC.md "Measurements"): name -> unit. Records with these names may omit

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = [
     "tools.bench_payload",
     "tools.bench_cbor",
+    "tools.bench_agent",
 ]
 
 
