@@ -28,31 +28,12 @@ class Ping(Command):
 
 
 class Reboot(Command):
-    """Ask the device to restart (it acks first, then reboots)."""
+    """Ask the device to restart (it acks first, then reboots). The header only (`Command.to_obj`, `Command.from_obj`)."""
 
     KIND = "reboot"
 
-    def to_obj(self) -> dict:
-        """The header only."""
-        return self.header()
-
-    @classmethod
-    def from_obj(cls, obj) -> "Reboot":
-        """Validate a decoded reboot map."""
-        return cls(cls.read_header(obj, "reboot")[2])
-
 
 class Rebirth(Command):
-    """Ask the device to publish its birth and current values again."""
+    """Ask the device to publish its birth and current values again. The header only (`Command.to_obj`, `Command.from_obj`)."""
 
     KIND = "rebirth"
-
-    def to_obj(self) -> dict:
-        """The header only."""
-        return self.header()
-
-    @classmethod
-    def from_obj(cls, obj) -> "Rebirth":
-        """Validate a decoded rebirth map."""
-        return cls(cls.read_header(obj, "rebirth")[2])
-

@@ -13,7 +13,8 @@ class Event(UpMessage):
     """Alarm `alarm` went to `state` (RAISED/CLEARED) at `level`; `since` is when the condition began.
 
     `since` follows the SenML time rule: >= 2**28 is seconds since the epoch, below that it is relative to
-    the moment the fleet receives the message (usually negative: seconds ago).
+    the moment the fleet receives the message (usually negative: seconds ago); the fleet resolves it with
+    `protocols.read_up.began`.
     """
 
     KIND = "event"
@@ -33,7 +34,3 @@ class Event(UpMessage):
         out.update({3: self.alarm, 4: self.state, 5: self.level, 6: self.value, 7: self.threshold,
                     8: self.since})
         return out
-
-    def began(self, now: int):
-        """Absolute time the condition began, given the receiver's clock `now`."""
-        return fields.resolve_time(self.since, now)

@@ -3,29 +3,32 @@
 from protocols import fields
 from protocols.message import UpMessage
 
-
-def _rssi(value, name):
-    return fields.choice(value, name, range(-127, 1))
-
-
-def _counters(value, name):
-    return fields.table(value, name, fields.uint)
-
-
-#: key, attribute, check. Counters (drops, errors, reconnects) count since boot.
+#: Optional fields in key order: FIELDS[i] has key 4 + i. All are uints except the three `_check` names.
+#: Counters (dropped, errors, reconnects) count since boot.
 FIELDS = (
-    (4, "heap_free", fields.uint),     # bytes free now
-    (5, "heap_min", fields.uint),      # lowest free heap seen since boot (low-water mark)
-    (6, "flash_free", fields.uint),    # bytes free on the filesystem
-    (7, "battery", fields.uint),       # mV (an int: 3 bytes where a float 3.7 V needs 9)
-    (8, "rssi", _rssi),                # dBm of the link
-    (9, "outbox", fields.uint),        # messages waiting in the outbox
-    (10, "dropped", fields.uint),      # messages the bounded outbox dropped
-    (11, "errors", _counters),         # error code -> count
-    (12, "fault", fields.text),        # last sensor fault code, absent when none since boot
-    (13, "reconnects", fields.uint),   # MQTT/link reconnects
-    (14, "link_up", fields.uint),      # seconds since the link last came up
+    "heap_free",   # 4: bytes free now
+    "heap_min",    # 5: lowest free heap seen since boot (low-water mark)
+    "flash_free",  # 6: bytes free on the filesystem
+    "battery",     # 7: mV (an int: 3 bytes where a float 3.7 V needs 9)
+    "rssi",        # 8: dBm of the link, -127..0
+    "outbox",      # 9: messages waiting in the outbox
+    "dropped",     # 10: messages the bounded outbox dropped
+    "errors",      # 11: error code -> count
+    "fault",       # 12: last sensor fault code, absent when none since boot
+    "reconnects",  # 13: MQTT/link reconnects
+    "link_up",     # 14: seconds since the link last came up
 )
+
+
+def _check(value, name):
+    # one function rather than a check per field: each function costs the node's heap
+    if name == "rssi":
+        return fields.choice(value, name, range(-127, 1))
+    if name == "errors":
+        return fields.table(value, name, fields.uint)
+    if name == "fault":
+        return fields.text(value, name)
+    return fields.uint(value, name)
 
 
 class Health(UpMessage):
@@ -36,9 +39,9 @@ class Health(UpMessage):
     def __init__(self, boot, seq, uptime, **optional) -> None:
         super().__init__(boot, seq)
         self.uptime = fields.uint(uptime, "uptime")
-        for _, attr, check in FIELDS:
+        for attr in FIELDS:
             value = optional.pop(attr, None)
-            setattr(self, attr, None if value is None else check(value, attr))
+            setattr(self, attr, None if value is None else _check(value, attr))
         if optional:
             raise TypeError("unknown health fields: %s" % ", ".join(sorted(optional)))
 
@@ -46,6 +49,6 @@ class Health(UpMessage):
         """Key 3 uptime, then FIELDS that are set."""
         out = self.header()
         out[3] = self.uptime
-        for key, attr, _ in FIELDS:
+        for key, attr in enumerate(FIELDS, 4):
             fields.put(out, key, getattr(self, attr))
         return out

@@ -56,6 +56,15 @@ class Command(Message):
         """The common keys 0..1 as a fresh dict for `to_obj` to extend."""
         return {0: fields.VERSION, 1: self.cid}
 
+    def to_obj(self) -> dict:
+        """The header only; commands with fields of their own extend it."""
+        return self.header()
+
+    @classmethod
+    def from_obj(cls, obj):
+        """Validate a decoded map of a command that is its header only."""
+        return cls(cls.read_header(obj, cls.KIND)[2])
+
     @staticmethod
     def read_header(obj, name: str):
         """(map, version, cid) of a decoded command."""

@@ -15,6 +15,12 @@ from protocols.state import State
 from protocols.telemetry import Telemetry
 
 
+def began(message: Event, now: int):
+    """Absolute time an event's condition began, given the receiver's clock `now` (RFC 8428 §4.5.3 rule)."""
+    since = message.since
+    return since + now if since < fields.RELATIVE_LIMIT else since
+
+
 def _header(obj, name: str):
     """(map, version, boot, seq) of a decoded device message."""
     obj = fields.as_map(obj, name)
@@ -51,7 +57,7 @@ def health(obj) -> Health:
     """Validate a decoded health map."""
     obj, version, boot, seq = _header(obj, "health")
     optional = {}
-    for key, attr, _ in FIELDS:
+    for key, attr in enumerate(FIELDS, 4):
         if key in obj:
             optional[attr] = obj[key]
     message = Health(boot, seq, fields.require(obj, 3, "uptime"), **optional)

@@ -6,7 +6,7 @@ Times are whole seconds: absolute (>= 2**28) or relative to the moment of sendin
 """
 
 from protocols.errors import ProtocolError
-from protocols.fields import RELATIVE_LIMIT, is_int, is_number
+from protocols.fields import RELATIVE_LIMIT, bad, is_int, is_number
 from protocols.limits import MAX_RECORDS
 from protocols.senml import BN, BT, BU, BV, MEASUREMENTS, UNITS, UT, N, T, U, V, check_name
 
@@ -15,36 +15,7 @@ def int_size(value: int) -> int:
     """Bytes CBOR needs for integer `value` in preferred (shortest) serialization (RFC 8949 §4.2.1)."""
     if value < 0:
         value = -1 - value
-    if value < 24:
-        return 1
-    if value < 0x100:
-        return 2
-    if value < 0x10000:
-        return 3
-    return 5 if value < 0x100000000 else 9
-
-
-def text_size(value: str) -> int:
-    """Bytes CBOR needs for text string `value`."""
-    length = len(value.encode())
-    return int_size(length) + length
-
-
-def _offsets_cost(values, base) -> int:
-    # a zero offset is left out entirely (label and value)
-    return sum(1 + int_size(item - base) for item in values if item != base)
-
-
-def _common_prefix(names) -> str:
-    first = names[0]
-    end = len(first)
-    for name in names:
-        end = min(end, len(name))
-        for index in range(end):
-            if name[index] != first[index]:
-                end = index
-                break
-    return first[:end]
+    return 1 if value < 24 else 2 if value < 0x100 else 3 if value < 0x10000 else 5 if value < 0x100000000 else 9
 
 
 class PackBuilder:
@@ -52,7 +23,7 @@ class PackBuilder:
 
     def __init__(self, capacity: int = MAX_RECORDS) -> None:
         if not is_int(capacity) or not 0 < capacity <= MAX_RECORDS:
-            raise ProtocolError("bad_field", "capacity must be 1..%d" % MAX_RECORDS)
+            bad("capacity", "1..%d" % MAX_RECORDS, (capacity,))
         self.capacity = capacity
         self.names = [""] * capacity
         self.units = [""] * capacity
@@ -69,17 +40,11 @@ class PackBuilder:
         if self.count >= self.capacity:
             raise ProtocolError("pack_full", "pack holds at most %d readings" % self.capacity)
         check_name(name)
-        if not is_number(value):
-            raise ProtocolError("bad_field", "value of %r must be a finite number" % name)
-        if not is_int(time):
-            raise ProtocolError("bad_field", "time of %r must be whole seconds" % name)
-        if unit is None:
-            if name not in MEASUREMENTS:
-                raise ProtocolError("bad_field", "%r is not in the catalogue: give its unit" % name)
-            unit = ""
-        elif unit not in UNITS:
-            raise ProtocolError("bad_field", "unit %r is not one we use (protocols.senml.UNITS)" % unit)
-        elif MEASUREMENTS.get(name) == unit:
+        if not is_number(value) or not is_int(time):
+            bad(name, "a finite number at whole seconds", ((value, time),))
+        if unit is None and name not in MEASUREMENTS or unit is not None and unit not in UNITS:
+            bad("unit of " + name, "in protocols.senml.UNITS (or left out for a catalogue name)", (unit,))
+        if unit is None or MEASUREMENTS.get(name) == unit:
             unit = ""
         index = self.count
         self.names[index] = name
@@ -95,10 +60,9 @@ class PackBuilder:
             raise ProtocolError("senml_pack", "no readings to pack")
         names = self.names[:count]
         records: list = [{} for _ in range(count)]
-        _names(records, names)
-        _units(records, self.units[:count])
-        _times(records, self.times[:count])
-        _values(records, self.values[:count])
+        _names(records, names, self.units[:count])
+        _rebase(records, self.times[:count], T, BT, True)
+        _rebase(records, self.values[:count], V, BV, False)
         if update is not None:
             seen = []
             for index in range(count - 1, -1, -1):
@@ -108,20 +72,25 @@ class PackBuilder:
         return records
 
 
-def _names(records, names) -> None:
-    prefix = _common_prefix(names) if len(names) > 1 else ""
-    # bn costs its label and text once; it saves len(prefix) in every record
-    if prefix and 1 + text_size(prefix) < sum(text_size(n) - text_size(n[len(prefix):]) for n in names):
-        records[0][BN] = prefix
-    else:
+def _names(records, names, units) -> None:
+    # bn: the longest common prefix, when its label and text cost less than it saves in every record
+    # (names are ASCII, check_name says so: a text of n characters costs int_size(n) + n bytes)
+    prefix = names[0] if len(names) > 1 else ""
+    for name in names:
+        while not name.startswith(prefix):
+            prefix = prefix[:-1]
+    size = len(prefix)
+    if not prefix or 1 + size + int_size(size) >= sum(size + int_size(len(n)) - int_size(len(n) - size)
+                                                        for n in names):
         prefix = ""
+    else:
+        records[0][BN] = prefix
     for index, name in enumerate(names):
         if name != prefix:
             records[index][N] = name[len(prefix):]
-
-
-def _units(records, units) -> None:
-    if len(records) > 1 and units[0] and all(unit == units[0] for unit in units):
+    # bu: only when every record has the same non-empty unit
+    same = len(names) > 1 and units[0] and all(unit == units[0] for unit in units)
+    if same:
         records[0][BU] = units[0]
         return
     for index, unit in enumerate(units):
@@ -129,29 +98,32 @@ def _units(records, units) -> None:
             records[index][U] = unit
 
 
-def _times(records, times) -> None:
-    relative = [time < RELATIVE_LIMIT for time in times]
-    base = 0
-    if len(times) > 1 and all(flag == relative[0] for flag in relative):
-        low, high = min(times), max(times)
-        # the reading nearest the middle of the range makes the offsets smallest
-        middle = low + (high - low) // 2
-        candidate = min(times, key=lambda time: abs(time - middle))
-        if 1 + int_size(candidate) + _offsets_cost(times, candidate) < _offsets_cost(times, 0):
-            base = candidate
-            records[0][BT] = base
-    for index, time in enumerate(times):
-        if time != base:
-            records[index][T] = time - base
+def _rebase(records, items, label, base_label, times) -> None:
+    """Write `items` under `label`, as offsets from a base under `base_label` when that is smaller.
 
-
-def _values(records, values) -> None:
+    Times (`times` True): the base is the reading nearest the middle of the range, all relative or all
+    absolute, and a zero offset is left out (label and value). Values: the middle of the range, ints only.
+    """
     base = 0
-    if len(values) > 1 and all(is_int(value) for value in values):
-        middle = min(values) + (max(values) - min(values)) // 2
-        plain = sum(int_size(value) for value in values)
-        if 1 + int_size(middle) + sum(int_size(value - middle) for value in values) < plain:
+    low = min(items)
+    high = max(items)
+    middle = low + (high - low) // 2
+    if times:
+        usable = (low < RELATIVE_LIMIT) == (high < RELATIVE_LIMIT)
+        middle = min(items, key=lambda item: abs(item - middle))
+    else:
+        usable = all(is_int(item) for item in items)
+    if len(items) > 1 and usable:
+        # bytes with `middle` as base minus bytes without: its label and value, then each item's change
+        change = 1 + int_size(middle)
+        for item in items:
+            if times:
+                change += (1 + int_size(item - middle) if item != middle else 0) - (1 + int_size(item) if item else 0)
+            else:
+                change += int_size(item - middle) - int_size(item)
+        if change < 0:
             base = middle
-            records[0][BV] = base
-    for index, value in enumerate(values):
-        records[index][V] = value - base if base else value
+            records[0][base_label] = base
+    for index, item in enumerate(items):
+        if not times or item != base:
+            records[index][label] = item - base if base else item

@@ -1,10 +1,12 @@
 """MQTT topics of the contract (SPEC.md "Topics"): build, parse, and the QoS/retain of each type.
 
 Device to fleet: ``dt/<fleet>/<device_id>/<type>``; fleet to device: ``cmd/<fleet>/<device_id>/<type>``.
-Topics are short on purpose: MQTT resends the topic with every PUBLISH.
+Topics are short on purpose: MQTT resends the topic with every PUBLISH. The fleet's subscription filter
+lives in `protocols.fleet_topics`, which the node never imports.
 """
 
 from protocols.errors import ProtocolError
+from protocols.fields import bad
 from protocols.limits import MAX_TOPIC
 
 UP = "dt"
@@ -37,33 +39,21 @@ _ID_CHARS = _ID_FIRST + "-_"
 
 def check_id(value, what: str, longest: int) -> str:
     """Return `value` when it is a valid fleet or device id, else raise ProtocolError("bad_id")."""
-    if not isinstance(value, str) or not value:
-        raise ProtocolError("bad_id", "%s id must be a non-empty string" % what)
-    if len(value) > longest:
-        raise ProtocolError("bad_id", "%s id %r longer than %d characters" % (what, value, longest))
-    if value[0] not in _ID_FIRST:
-        raise ProtocolError("bad_id", "%s id %r must start with a-z or 0-9" % (what, value))
-    for char in value:
-        if char not in _ID_CHARS:
-            raise ProtocolError("bad_id", "%s id %r: character %r not in a-z 0-9 - _" % (what, value, char))
+    # strip() removes every allowed character from both ends: anything left is a character not allowed
+    if not isinstance(value, str) or not 0 < len(value) <= longest or value[0] not in _ID_FIRST \
+            or value.strip(_ID_CHARS):
+        bad(what + " id", "1..%d characters of a-z 0-9 - _ starting with a-z or 0-9" % longest, (value,), "bad_id")
     return value
 
 
-def _types(direction: str) -> dict:
-    if direction == UP:
-        return UP_TYPES
-    if direction == DOWN:
-        return DOWN_TYPES
-    raise ProtocolError("bad_topic", "direction must be %r or %r, not %r" % (UP, DOWN, direction))
-
-
 class Topic:
-    """One concrete topic: direction (`UP`/`DOWN`), fleet id, device id and message type, validated."""
-
-    __slots__ = ("direction", "fleet", "device", "kind")
+    """One concrete topic: direction (`UP`/`DOWN`), fleet id, device id and message type, validated;
+    `qos` and `retain` are those its messages are published with."""
 
     def __init__(self, direction: str, fleet: str, device: str, kind: str) -> None:
-        types = _types(direction)
+        types = UP_TYPES if direction == UP else DOWN_TYPES if direction == DOWN else {}
+        if not types:
+            bad("direction", "%r or %r" % (UP, DOWN), (direction,), "bad_topic")
         check_id(fleet, "fleet", FLEET_MAX)
         check_id(device, "device", DEVICE_MAX)
         if kind not in types:
@@ -72,6 +62,7 @@ class Topic:
         self.fleet = fleet
         self.device = device
         self.kind = kind
+        self.qos, self.retain = types[kind]
 
     def __str__(self) -> str:
         return "/".join((self.direction, self.fleet, self.device, self.kind))
@@ -81,19 +72,6 @@ class Topic:
 
     def __hash__(self) -> int:
         return hash(str(self))
-
-    def __repr__(self) -> str:
-        return "Topic(%r)" % str(self)
-
-    @property
-    def qos(self) -> int:
-        """QoS the message of this topic is published with."""
-        return _types(self.direction)[self.kind][0]
-
-    @property
-    def retain(self) -> bool:
-        """Whether messages of this topic are published with the retain flag."""
-        return _types(self.direction)[self.kind][1]
 
 
 def up(fleet: str, device: str, kind: str) -> Topic:
@@ -112,18 +90,13 @@ def parse(text) -> Topic:
         try:
             text = bytes(text).decode()
         except UnicodeError:
-            raise ProtocolError("bad_topic", "topic is not UTF-8") from None
-    if not isinstance(text, str):
-        raise ProtocolError("bad_topic", "topic must be text")
-    if len(text) > MAX_TOPIC:
-        raise ProtocolError("bad_topic", "topic longer than %d characters" % MAX_TOPIC)
-    if "+" in text or "#" in text:
-        raise ProtocolError("bad_topic", "wildcards are not allowed in a concrete topic: %r" % text)
-    parts = text.split("/")
+            text = None
+    # one test, one message: text, short enough, no wildcards, 4 levels (the prefix is Topic's check)
+    parts = text.split("/") if isinstance(text, str) and len(text) <= MAX_TOPIC and "+" not in text \
+        and "#" not in text else []
     if len(parts) != 4:
-        raise ProtocolError("bad_topic", "%r: expected 4 levels <dt|cmd>/<fleet>/<device>/<type>" % text)
-    if parts[0] not in (UP, DOWN):
-        raise ProtocolError("bad_topic", "%r: prefix must be %r or %r" % (text, UP, DOWN))
+        bad("topic %r" % (text,), "<dt|cmd>/<fleet>/<device>/<type>, UTF-8, at most %d bytes, no wildcards"
+            % MAX_TOPIC, (), "bad_topic")
     return Topic(parts[0], parts[1], parts[2], parts[3])
 
 
@@ -132,11 +105,3 @@ def device_filter(fleet: str, device: str) -> str:
     check_id(fleet, "fleet", FLEET_MAX)
     check_id(device, "device", DEVICE_MAX)
     return DOWN + "/" + fleet + "/" + device + "/+"
-
-
-def fleet_filter(fleet: str, kind: str = "+") -> str:
-    """Subscription filter the fleet uses for every device's `kind` messages (all types by default)."""
-    check_id(fleet, "fleet", FLEET_MAX)
-    if kind != "+" and kind not in UP_TYPES:
-        raise ProtocolError("bad_type", "unknown %s type %r" % (UP, kind))
-    return UP + "/" + fleet + "/+/" + kind

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols import topics
+from protocols import fleet_topics, topics
 from protocols.errors import ProtocolError
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,15}\Z", fullmatch=True)
@@ -87,7 +87,7 @@ def test_longest_valid_topic_fits_the_limit():
 
 def test_subscription_filters():
     assert topics.device_filter("city1", "mh-1") == "cmd/city1/mh-1/+"
-    assert topics.fleet_filter("city1") == "dt/city1/+/+"
-    assert topics.fleet_filter("city1", "state") == "dt/city1/+/state"
+    assert fleet_topics.fleet_filter("city1") == "dt/city1/+/+"
+    assert fleet_topics.fleet_filter("city1", "state") == "dt/city1/+/state"
     with pytest.raises(ProtocolError):
-        topics.fleet_filter("city1", "config")
+        fleet_topics.fleet_filter("city1", "config")
