@@ -31,6 +31,7 @@ from protocols.state import State
 DATA = "/data"
 HEALTH_S = 300
 WDT_MS = 30000
+HEAP_CHECK_MS = 10000
 #: Sampler this late past its planned wake-up means the agent is stuck: stop feeding the watchdog.
 STALL_MS = 20000
 RESET_CODES = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
@@ -63,7 +64,9 @@ class Agent:
         self.reset_cause = RESET_CODES.get(board.reset_cause(), 0)
         self.started = time.ticks_ms()
         self.progress = self.started
+        gc.collect()
         self.heap_min = gc.mem_free()
+        self._heap_checked = self.started
         self.errors = {}
         self.fault = None
         self.link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
@@ -123,12 +126,13 @@ class Agent:
         return reasons
 
     async def rebirth(self):
-        """Resend the birth and the current values."""
+        """Resend the birth, the current values and a health report."""
         client = self.link.client
         if client is not None:
             await self.birth(client)
         self.reporter.force(epoch())
         self.uplink.wake.set()
+        await self.publish_now("health", messages.encode(self.health_message()))
 
     async def reboot(self):
         """Reboot on the fleet's command, after the ack had time to leave."""
@@ -164,9 +168,20 @@ class Agent:
             # Alive means: back from this sleep within STALL_MS of its planned end.
             self.progress = time.ticks_add(time.ticks_ms(), period)
             await _sleep_or_flag(period, flag)
-            free = gc.mem_free()
-            if free < self.heap_min:
-                self.heap_min = free
+            self._heap_check()
+
+    def _heap_check(self):
+        # MicroPython collects only when an allocation fails, so free heap without a collection counts
+        # garbage. Collect every HEAP_CHECK_MS: the low-water mark then tracks live data (the real peak)
+        # and the heap never fills with garbage between reports.
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._heap_checked) < HEAP_CHECK_MS:
+            return
+        self._heap_checked = now
+        gc.collect()
+        free = gc.mem_free()
+        if free < self.heap_min:
+            self.heap_min = free
 
     async def health(self):
         """Publish health every HEALTH_S seconds (and once soon after boot)."""

@@ -20,6 +20,7 @@ BENCHMARKS = [
     "tools.bench_payload",
     "tools.bench_cbor",
     "tools.bench_agent",
+    "tools.bench_agent_hil",
 ]
 
 
