@@ -24,8 +24,8 @@ lived `stable_s`, so a broker that accepts and drops at once is not hammered.
 import asyncio
 
 from agent.backoff import Backoff
-from agent.mqtt import MQTTClient, MQTTConnectionLost, MQTTConnectRefused, MQTTTimeout, ticks_diff, ticks_ms
-from agent.mqtt_packet import REFUSED_BAD_CREDENTIALS, REFUSED_NOT_AUTHORIZED, MQTTError, MQTTProtocolError
+from agent.mqtt import MQTTClient, ticks_diff, ticks_ms
+from agent.mqtt_packet import TIMEOUT, MQTTError, MQTTProtocolError
 
 NET_DOWN = "NET_DOWN"
 BROKER_UNREACHABLE = "BROKER_UNREACHABLE"
@@ -38,13 +38,14 @@ STOPPED = "STOPPED"
 
 def failure_kind(err):
     """Map an error from opening or running a session to its health state."""
-    if isinstance(err, MQTTConnectRefused):
-        if err.code in (REFUSED_BAD_CREDENTIALS, REFUSED_NOT_AUTHORIZED):
-            return AUTH_REFUSED
-        return BROKER_UNREACHABLE if err.code == 3 else PROTOCOL_ERROR  # 3: server unavailable
-    if isinstance(err, MQTTProtocolError):
+    # CONNACK codes (3.2.2.3): 4, 5 bad credentials or not authorized; 1, 2 protocol version or client
+    # id rejected; 3 server unavailable. Anything else (OSError, timeouts, lost connections): unreachable.
+    code = getattr(err, "code", 0)
+    if code == 4 or code == 5:
+        return AUTH_REFUSED
+    if code == 1 or code == 2 or isinstance(err, MQTTProtocolError):
         return PROTOCOL_ERROR
-    return BROKER_UNREACHABLE  # OSError, timeouts, lost connections
+    return BROKER_UNREACHABLE
 
 
 class Link:
@@ -79,14 +80,12 @@ class Link:
         self.drops = 0  # sessions that came up and then died
         self.failures = {NET_DOWN: 0, BROKER_UNREACHABLE: 0, AUTH_REFUSED: 0, PROTOCOL_ERROR: 0}
         self._stop = asyncio.Event()
-        self._changed = asyncio.Event()
 
     def _set(self, state, err=None):
         self.state = state
         if err is not None:
             self.failures[state] += 1
             self.last_error = "%s: %s" % (state, err)
-        self._changed.set()
 
     def _network_up(self):
         up = self.board.network_up
@@ -105,7 +104,7 @@ class Link:
             reader, writer = await asyncio.wait_for(
                 self.board.open_connection(self.host, self.port), self.connect_timeout)
         except asyncio.TimeoutError:
-            raise MQTTTimeout("TCP connect to %s:%d timed out" % (self.host, self.port))
+            raise MQTTError("TCP connect to %s:%d timed out" % (self.host, self.port), TIMEOUT)
         client = MQTTClient(reader, writer, on_message=self.on_message, **self.client_kw)
         will = self.will() if callable(self.will) else self.will
         try:
@@ -166,24 +165,3 @@ class Link:
         client = self.client
         if client is not None:
             await client.close()
-
-    async def wait_state(self, state, timeout):
-        """Wait until the link is in `state`; True if it got there within `timeout` seconds."""
-        start = ticks_ms()
-        while self.state != state:
-            left = timeout * 1000 - ticks_diff(ticks_ms(), start)
-            if left <= 0:
-                return False
-            self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), left / 1000)
-            except asyncio.TimeoutError:
-                return False
-        return True
-
-    async def publish(self, topic, payload, qos=0, retain=False):
-        """Publish on the current session; MQTTConnectionLost when there is none."""
-        client = self.client
-        if client is None:
-            raise MQTTConnectionLost("not connected (%s)" % self.state)
-        return await client.publish(topic, payload, qos, retain)

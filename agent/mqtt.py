@@ -24,50 +24,32 @@ keepalive, declares the connection dead when nothing arrived for 1.5 keepalives 
 wait_for per message would allocate ~900 bytes on MicroPython) and every read by the keepalive rule,
 so nothing waits forever. Death of any kind sets `error` and wakes `wait_dead()`; nothing is retried
 here (that is the link's policy).
+
+Errors are MQTTError with a `code` (agent/mqtt_packet.py): mp.TIMEOUT, mp.LOST, mp.WINDOW_FULL or the
+CONNACK refusal; MQTTProtocolError for what the broker got wrong.
 """
 
 import asyncio
-import sys
 import time
 
 from agent import mqtt_packet as mp
-from agent.mqtt_packet import MQTTError, MQTTProtocolError
-
-
-def _mono_ms():
-    return int(getattr(time, "monotonic")() * 1000)
-
-
-def _minus(a, b):
-    return a - b
-
+from agent.mqtt_packet import LOST, PUBACK, TIMEOUT, MQTTError, MQTTProtocolError
 
 # MicroPython's wrapping millisecond clock; on CPython a monotonic one that does not wrap.
-ticks_ms = getattr(time, "ticks_ms", _mono_ms)
-ticks_diff = getattr(time, "ticks_diff", _minus)
+# CPython >= 3.12 also keeps a view of the written buffer until it is sent; we reuse ours at once.
+_COPY_ON_WRITE = not hasattr(time, "ticks_ms")
+ticks_ms = getattr(time, "ticks_ms", None)
+ticks_diff = getattr(time, "ticks_diff", None)
+if _COPY_ON_WRITE:
+    ticks_diff = int.__sub__
 
-# CPython >= 3.12 keeps a view of the written buffer until it is sent; we reuse ours at once.
-_COPY_ON_WRITE = sys.implementation.name != "micropython"
-
-
-class MQTTTimeout(MQTTError):
-    """The broker did not answer in time."""
-
-
-class MQTTConnectionLost(MQTTError):
-    """The connection is closed or dead; no further packets go out on it."""
+    def ticks_ms():
+        return getattr(time, "monotonic_ns")() // 1000000
 
 
-class MQTTConnectRefused(MQTTError):
-    """CONNACK with a non-zero return code (3.2.2.3); `code` holds it."""
-
-    def __init__(self, code):
-        super().__init__("connection refused: " + mp.CONNACK_REASONS[code])
-        self.code = code
-
-
-class MQTTWindowFull(MQTTError):
-    """All QoS 1 in-flight slots are taken; wait for an ack (wait_ack) and publish again."""
+def _fail(code, why):
+    # LOST: the connection is gone; TIMEOUT: the broker did not answer (what was awaited is `why`).
+    return MQTTError("%s: %s" % ("connection lost" if code == LOST else "no answer from the broker", why), code)
 
 
 class MQTTClient:
@@ -121,11 +103,11 @@ class MQTTClient:
     def _write(self, data):
         # Synchronous: the stream takes (or copies) the bytes now, so _tx is free again on return.
         if self.error is not None:
-            raise MQTTConnectionLost("connection closed: %s" % (self.error,))
+            raise _fail(LOST, self.error)
         try:
             self._w.write(bytes(data) if _COPY_ON_WRITE else data)
         except OSError as e:
-            err = MQTTConnectionLost("send failed: %s" % (e,))
+            err = _fail(LOST, e)
             self._die(err)
             raise err
         self._last_tx = ticks_ms()
@@ -147,7 +129,7 @@ class MQTTClient:
                 raise  # our caller's cancel, not ours
             err = self._stalled
         except OSError as e:
-            err = MQTTConnectionLost("send failed: %s" % (e,))
+            err = _fail(LOST, e)
         else:
             self.sent += 1
             return
@@ -156,12 +138,6 @@ class MQTTClient:
             self._tx_free.set()
         self._die(err)
         raise err
-
-    def _check_drain(self, now):
-        if self._drainer is not None and ticks_diff(now, self._drain_at) > self._io_ms:
-            self._stalled = MQTTTimeout("send stalled for %d ms" % self._io_ms)
-            self._drainer.cancel()
-            raise self._stalled
 
     async def _send(self, n):
         self._write(self._txv[:n])
@@ -191,7 +167,7 @@ class MQTTClient:
             if n is None:  # MicroPython: woken without data (EAGAIN)
                 continue
             if n == 0:
-                raise MQTTConnectionLost("connection closed by the broker")
+                raise _fail(LOST, "closed by the broker")
             self.received += n
             return n
 
@@ -238,7 +214,7 @@ class MQTTClient:
         # An incoming packet larger than _rx: never allocate for it, read it through and drop it.
         self.oversized += 1
         if first & 0xF0 != mp.PUBLISH:
-            raise MQTTProtocolError("packet 0x%02x of %d bytes exceeds the buffer" % (first, length))
+            raise MQTTProtocolError("packet 0x%02x too long (%d bytes)" % (first, length))
         body -= self._compact()
         pid = 0
         if first & 0x06:  # QoS 1: the packet id follows the topic; it must fit to be acked
@@ -247,7 +223,7 @@ class MQTTClient:
                 if have >= 2:
                     need = 4 + ((self._rx[body] << 8) | self._rx[body + 1])
                     if need > length or body + need > len(self._rx):
-                        raise MQTTProtocolError("PUBLISH topic does not fit the buffer")
+                        raise MQTTProtocolError("packet 0x%02x too long (%d bytes)" % (first, length))
                     if have >= need:
                         pid = mp.decode_ack(self._rx, body + need - 2)
                         break
@@ -258,46 +234,42 @@ class MQTTClient:
             left -= await self._read_into(0, min(left, len(self._rx)))
         self._last_rx = ticks_ms()
         if pid:
-            await self._send(mp.puback(self._tx, pid))
+            await self._send(mp.short_packet(self._tx, PUBACK, pid))
 
     async def _read_loop(self):
+        rx = self._rx
         try:
             while True:
                 first, body, length = await self._next_packet()
-                await self._dispatch(first, body, length)
+                kind = first & 0xF0
+                if kind == mp.PUBLISH:
+                    topic_end, pid, payload = mp.decode_publish(first, rx, body, length)
+                    cb = self.on_message
+                    if cb is not None:
+                        r = cb(self._rxv[body + 2 : topic_end], self._rxv[payload : body + length], bool(first & 1))
+                        if r is not None and hasattr(r, "send"):  # a coroutine (CPython), generator (MicroPython)
+                            await r
+                    if pid:
+                        await self._send(mp.short_packet(self._tx, PUBACK, pid))
+                elif kind == mp.PUBACK:
+                    i = self._slot(mp.decode_ack(rx, body))
+                    if i < 0:
+                        self.stray_acks += 1  # the ack of a retransmitted duplicate, or the broker's mistake
+                        continue
+                    self._pid[i] = 0
+                    self._topic[i] = self._payload[i] = None
+                    self._ack_evt.set()
+                elif kind == mp.SUBACK:
+                    pid, code = mp.decode_suback(rx, body, length)
+                    if pid != self._sub_pid:
+                        raise MQTTProtocolError("SUBACK for packet %d, expected %d" % (pid, self._sub_pid))
+                    self._sub_result = code
+                    self._sub_evt.set()
+                elif kind == mp.CONNACK:
+                    raise MQTTProtocolError("second CONNACK (3.2.0)")
+                # PINGRESP (and an UNSUBACK, never asked for): its arrival (_last_rx) is all that counts
         except (MQTTError, OSError) as e:
             self._die(e)
-
-    async def _dispatch(self, first, body, length):
-        kind = first & 0xF0
-        rx = self._rx
-        if kind == mp.PUBLISH:
-            topic_end, pid, payload = mp.decode_publish(first, rx, body, length)
-            cb = self.on_message
-            if cb is not None:
-                r = cb(self._rxv[body + 2 : topic_end], self._rxv[payload : body + length], bool(first & 1))
-                if r is not None and hasattr(r, "send"):  # a coroutine (CPython) or generator (MicroPython)
-                    await r
-            if pid:
-                await self._send(mp.puback(self._tx, pid))
-        elif kind == mp.PUBACK:
-            pid = mp.decode_ack(rx, body)
-            i = self._slot(pid)
-            if i < 0:
-                self.stray_acks += 1  # the ack of a retransmitted duplicate, or the broker's mistake
-                return
-            self._pid[i] = 0
-            self._topic[i] = self._payload[i] = None
-            self._ack_evt.set()
-        elif kind == mp.SUBACK:
-            pid, code = mp.decode_suback(rx, body, length)
-            if pid != self._sub_pid:
-                raise MQTTProtocolError("ack for packet %d, expected %d" % (pid, self._sub_pid))
-            self._sub_result = code
-            self._sub_evt.set()
-        elif kind == mp.CONNACK:
-            raise MQTTProtocolError("second CONNACK (3.2.0)")
-        # PINGRESP (and an UNSUBACK, never asked for): its arrival (_last_rx) is all that counts
 
     # ---- liveness --------------------------------------------------------------------------------
 
@@ -311,15 +283,18 @@ class MQTTClient:
                 if ka:
                     quiet = ticks_diff(now, self._last_rx)
                     if quiet > ka * 3 // 2:
-                        raise MQTTTimeout("nothing from the broker for %d ms" % quiet)
+                        raise _fail(TIMEOUT, "silent for %d ms" % quiet)
                     ping_due = ticks_diff(now, self._last_tx) >= ka * 3 // 4 or (
                         quiet >= ka * 3 // 4 and ticks_diff(self._ping_at, self._last_rx) < 0)
                     if ping_due:
                         self._ping_at = now
                         self.pings += 1
-                        self._write(self._txv[: mp.pingreq(self._tx)])
+                        self._write(self._txv[: mp.short_packet(self._tx, mp.PINGREQ)])
                         await self._bounded_drain()
-                self._check_drain(now)
+                if self._drainer is not None and ticks_diff(now, self._drain_at) > self._io_ms:
+                    self._stalled = _fail(TIMEOUT, "send")
+                    self._drainer.cancel()
+                    raise self._stalled
                 await self._retransmit(now)
         except (MQTTError, OSError) as e:
             self._die(e)
@@ -329,14 +304,14 @@ class MQTTClient:
         try:
             await asyncio.wait_for(self._drain(), self.io_timeout)
         except asyncio.TimeoutError:
-            raise MQTTTimeout("send stalled for %s s" % self.io_timeout)
+            raise _fail(TIMEOUT, "send")
 
     async def _retransmit(self, now):
         for i in range(len(self._pid)):
             pid = self._pid[i]
             if pid and ticks_diff(now, self._sent[i]) >= self._retry_ms:
                 if self._tries[i] >= self.max_retries:
-                    raise MQTTTimeout("no PUBACK for packet %d after %d retransmissions" % (pid, self._tries[i]))
+                    raise _fail(TIMEOUT, "PUBACK %d" % pid)
                 self._tries[i] += 1
                 self._sent[i] = now
                 self.retransmits += 1
@@ -361,19 +336,19 @@ class MQTTClient:
                       password=None, timeout=10.0):
         """Send CONNECT and wait for CONNACK; start the reader and supervisor. Return session_present.
 
-        `will` is None or (topic, payload, qos, retain). Raises MQTTConnectRefused, MQTTTimeout,
-        MQTTProtocolError or MQTTConnectionLost; close() the client afterwards in every case.
+        `will` is None or (topic, payload, qos, retain). Raises MQTTError (code: the CONNACK refusal,
+        TIMEOUT or LOST) or MQTTProtocolError; close() the client afterwards in every case.
         """
         await self._send(mp.connect(self._tx, client_id, keepalive, clean_session, will, user, password))
         try:
             first, body, _ = await asyncio.wait_for(self._next_packet(), timeout)
         except asyncio.TimeoutError:
-            raise MQTTTimeout("no CONNACK within %s s" % timeout)
+            raise _fail(TIMEOUT, "CONNACK")
         if first != mp.CONNACK:  # 3.2.0: the first packet from the server is CONNACK
             raise MQTTProtocolError("expected CONNACK, got 0x%02x" % first)
         self.session_present, code = mp.decode_connack(self._rx, body)
         if code:
-            raise MQTTConnectRefused(code)
+            raise MQTTError("connection refused: " + mp.CONNACK_REASONS[code], code)
         self._ka_ms = keepalive * 1000
         self._last_rx = self._last_tx = self._ping_at = ticks_ms()
         self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._supervise())]
@@ -404,7 +379,8 @@ class MQTTClient:
 
     async def publish(self, topic, payload, qos=0, retain=False):
         """Send a PUBLISH. QoS 0: return 0 once written. QoS 1: take an in-flight slot and return the
-        packet id at once (see wait_ack); MQTTWindowFull (counted in `refused`) when none is free."""
+        packet id at once (see wait_ack); MQTTError with code WINDOW_FULL (counted in `refused`) when
+        none is free."""
         if qos == 0:
             self._write_publish(topic, payload, 0, retain, False, 0)
             await self._drain()
@@ -412,7 +388,7 @@ class MQTTClient:
         i = self._slot(0)
         if i < 0:
             self.refused += 1
-            raise MQTTWindowFull("%d QoS 1 messages in flight" % len(self._pid))
+            raise MQTTError("%d QoS 1 messages in flight" % len(self._pid), mp.WINDOW_FULL)
         pid = self._new_pid()
         self._write_publish(topic, payload, qos, retain, False, pid)  # raises before the slot is taken
         self._pid[i] = pid
@@ -455,9 +431,9 @@ class MQTTClient:
             try:
                 await asyncio.wait_for(self._sub_evt.wait(), timeout or self.io_timeout)
             except asyncio.TimeoutError:
-                raise MQTTTimeout("no ack for packet %d" % pid)
+                raise _fail(TIMEOUT, "SUBACK %d" % pid)
             if self.error is not None:
-                raise MQTTConnectionLost("connection closed: %s" % (self.error,))
+                raise _fail(LOST, self.error)
             code = self._sub_result
         if code == mp.SUBACK_FAILURE:
             raise MQTTError("subscription to %r refused" % (topic_filter,))
@@ -468,10 +444,10 @@ class MQTTClient:
         and close the streams. Safe to call more than once."""
         if disconnect and self.error is None:
             try:
-                await self._send(mp.disconnect(self._tx))
+                await self._send(mp.short_packet(self._tx, mp.DISCONNECT))
             except MQTTError:
                 pass  # the connection is going away anyway
-        self._die(MQTTConnectionLost("closed by the client"))
+        self._die(_fail(LOST, "closed by the client"))
         try:
             self._w.close()
             await asyncio.wait_for(self._w.wait_closed(), self.io_timeout)

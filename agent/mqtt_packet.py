@@ -11,10 +11,8 @@ Only the client's side is covered: QoS 0 and 1 (no QoS 2 flow), one topic per SU
 
 try:
     from micropython import const
-except ImportError:  # CPython, for the unit tests
-
-    def const(x):
-        return x
+except ImportError:  # CPython, for the unit tests: every const here is an int
+    const = int
 
 
 from agent.errors import AgentError
@@ -32,7 +30,6 @@ PINGRESP = const(0xD0)
 DISCONNECT = const(0xE0)
 
 MAX_REMAINING = const(268435455)  # 2.2.3: four bytes of 7 bits
-MAX_STRING = const(65535)  # 1.5.3: u16 length prefix
 SUBACK_FAILURE = const(0x80)  # 3.9.3
 
 # CONNACK return codes (3.2.2.3), index = code.
@@ -46,10 +43,19 @@ CONNACK_REASONS = (
 )
 REFUSED_BAD_CREDENTIALS = const(4)
 REFUSED_NOT_AUTHORIZED = const(5)
+# MQTTError.code for the client's own failures, after the CONNACK codes.
+TIMEOUT = const(6)  # the broker did not answer in time
+LOST = const(7)  # the connection is closed or dead; nothing more goes out on it
+WINDOW_FULL = const(8)  # every QoS 1 in-flight slot is taken: wait for an ack and publish again
 
 
 class MQTTError(AgentError):
-    """Base of the MQTT client's errors."""
+    """Base of the MQTT client's errors. `code`: a CONNACK refusal (1..5, 3.2.2.3), TIMEOUT, LOST,
+    WINDOW_FULL, or 0 (a bad argument from our own caller)."""
+
+    def __init__(self, message, code=0):
+        super().__init__(message)
+        self.code = code
 
 
 class MQTTProtocolError(MQTTError):
@@ -92,24 +98,20 @@ def decode_varint(buf, off, end):
     return None
 
 
-def _put_u16(buf, off, n):
-    buf[off] = n >> 8
-    buf[off + 1] = n & 0xFF
+def _put(buf, off, v, low=1):
+    # An int as a u16 (1.5.2) in low..65535: a packet identifier is never 0 (2.3.1), a keepalive or a
+    # string length may be. Bytes or str as a string with its u16 length prefix (1.5.3).
+    if not isinstance(v, int):
+        v = _bytes(v)
+        n = len(v)
+        off = _put(buf, off, n, 0)
+        buf[off : off + n] = v
+        return off + n
+    if not low <= v <= 0xFFFF:
+        raise MQTTError("%r not in %d..65535 (packet id, keepalive or string length)" % (v, low))
+    buf[off] = v >> 8
+    buf[off + 1] = v & 0xFF
     return off + 2
-
-
-def _put_str(buf, off, s):
-    s = _bytes(s)
-    n = len(s)
-    if n > MAX_STRING:
-        raise MQTTError("string of %d bytes exceeds %d" % (n, MAX_STRING))
-    off = _put_u16(buf, off, n)
-    buf[off : off + n] = s
-    return off + n
-
-
-def _str_len(s):
-    return 2 + len(_bytes(s))
 
 
 def _header(buf, first, remaining, in_buf=-1):
@@ -123,11 +125,6 @@ def _header(buf, first, remaining, in_buf=-1):
     return encode_varint(buf, 1, remaining)
 
 
-def _check_pid(pid):
-    if not 0 < pid <= 0xFFFF:
-        raise MQTTError("packet identifier %r not in 1..65535" % (pid,))
-
-
 def _check_topic_name(topic):
     # 4.7.1: wildcards are for filters only; 4.7.3: at least one character.
     t = _bytes(topic)
@@ -138,102 +135,70 @@ def _check_topic_name(topic):
 
 def connect(buf, client_id, keepalive, clean_session=True, will=None, user=None, password=None):
     """CONNECT (3.1). `will` is None or (topic, payload, qos, retain). Return the packet length."""
-    if not 0 <= keepalive <= 0xFFFF:
-        raise MQTTError("keepalive %r not in 0..65535" % (keepalive,))
     if password is not None and user is None:
         raise MQTTError("a password needs a user name (3.1.2.9)")
     flags = 0x02 if clean_session else 0
-    n = 10 + _str_len(client_id)
+    fields = [client_id]  # the payload's strings, in the order of 3.1.3
     if will is not None:
         wtopic, wpayload, wqos, wretain = will
         _check_topic_name(wtopic)
         if wqos not in (0, 1):
             raise MQTTError("will qos %r not supported" % (wqos,))
         flags |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
-        n += _str_len(wtopic) + _str_len(wpayload)
+        fields += (wtopic, wpayload)
     if user is not None:
         flags |= 0x80
-        n += _str_len(user)
+        fields.append(user)
     if password is not None:
         flags |= 0x40
-        n += _str_len(password)
+        fields.append(password)
+    n = 10
+    for f in fields:
+        n += 2 + len(_bytes(f))
     off = _header(buf, CONNECT, n)
-    off = _put_str(buf, off, b"MQTT")
+    off = _put(buf, off, b"MQTT")
     buf[off] = 4  # 3.1.2.2: protocol level of 3.1.1
     buf[off + 1] = flags
-    off = _put_u16(buf, off + 2, keepalive)
-    off = _put_str(buf, off, client_id)
-    if will is not None:
-        off = _put_str(buf, off, wtopic)
-        off = _put_str(buf, off, wpayload)
-    if user is not None:
-        off = _put_str(buf, off, user)
-    if password is not None:
-        off = _put_str(buf, off, password)
+    off = _put(buf, off + 2, keepalive, 0)
+    for f in fields:
+        off = _put(buf, off, f)
     return off
 
 
 def publish_header(buf, topic, payload_len, qos=0, retain=False, dup=False, pid=0):
     """PUBLISH (3.3) up to the payload, which the caller sends (or copies) after it; return its length."""
     t = _check_topic_name(topic)
-    if qos not in (0, 1):
-        raise MQTTError("qos %r not supported (0 or 1)" % (qos,))
-    if qos:
-        _check_pid(pid)
-    elif dup:
-        raise MQTTError("DUP must be 0 for QoS 0 (3.3.1.1)")
+    if qos not in (0, 1) or dup and not qos:  # 3.3.1.1: DUP must be 0 for QoS 0
+        raise MQTTError("qos %r with dup %r not supported" % (qos, dup))
     first = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
     head = 2 + len(t) + (2 if qos else 0)
     off = _header(buf, first, head + payload_len, head)
-    off = _put_str(buf, off, t)
+    off = _put(buf, off, t)
     if qos:
-        off = _put_u16(buf, off, pid)
+        off = _put(buf, off, pid)
     return off
 
 
-def publish(buf, topic, payload, qos=0, retain=False, dup=False, pid=0):
-    """Whole PUBLISH packet (3.3) in `buf`; return its length."""
-    off = publish_header(buf, topic, len(payload), qos, retain, dup, pid)
-    end = off + len(payload)
-    if end > len(buf):
-        raise MQTTError("packet of %d bytes does not fit the %d-byte buffer" % (end, len(buf)))
-    buf[off:end] = payload
-    return end
-
-
-def puback(buf, pid):
-    """PUBACK (3.4) for packet identifier `pid`; return 4."""
-    _check_pid(pid)
-    buf[0] = PUBACK
+def short_packet(buf, first, pid=0):
+    """PUBACK (3.4) for `pid`, or PINGREQ (3.12) / DISCONNECT (3.14) without one; return the length."""
+    buf[0] = first
+    if first != PUBACK:
+        buf[1] = 0
+        return 2
     buf[1] = 2
-    return _put_u16(buf, 2, pid)
+    return _put(buf, 2, pid)
 
 
 def subscribe(buf, pid, topic_filter, qos=0):
     """SUBSCRIBE (3.8) to one topic filter; return the packet length."""
-    _check_pid(pid)
     f = _bytes(topic_filter)
     if not f or qos not in (0, 1):
         raise MQTTError("invalid subscription %r qos %r" % (topic_filter, qos))
     off = _header(buf, SUBSCRIBE, 2 + 2 + len(f) + 1)
-    off = _put_u16(buf, off, pid)
-    off = _put_str(buf, off, f)
+    off = _put(buf, off, pid)
+    off = _put(buf, off, f)
     buf[off] = qos
     return off + 1
-
-
-def pingreq(buf):
-    """PINGREQ (3.12); return 2."""
-    buf[0] = PINGREQ
-    buf[1] = 0
-    return 2
-
-
-def disconnect(buf):
-    """DISCONNECT (3.14); return 2."""
-    buf[0] = DISCONNECT
-    buf[1] = 0
-    return 2
 
 
 def check_header(first, remaining):
@@ -269,21 +234,17 @@ def decode_connack(buf, off=0):
     return bool(flags), code
 
 
-def _get_pid(buf, off):
+def decode_ack(buf, off=0):
+    """PUBACK or UNSUBACK body (3.4, 3.11), or any packet identifier, at `off` -> the identifier."""
     pid = (buf[off] << 8) | buf[off + 1]
     if not pid:  # 2.3.1
         raise MQTTProtocolError("packet identifier 0")
     return pid
 
 
-def decode_ack(buf, off=0):
-    """PUBACK or UNSUBACK body (3.4, 3.11) at `off` -> packet identifier."""
-    return _get_pid(buf, off)
-
-
 def decode_suback(buf, off, length):
     """SUBACK body (3.9) of `length` bytes at `off` -> (pid, return code of the first filter)."""
-    pid = _get_pid(buf, off)
+    pid = decode_ack(buf, off)
     for i in range(off + 2, off + length):
         if buf[i] not in (0, 1, 2, SUBACK_FAILURE):  # 3.9.3
             raise MQTTProtocolError("SUBACK return code 0x%02x" % buf[i])
@@ -308,4 +269,4 @@ def decode_publish(first, buf, off, length):
         if first & 0x08:  # 3.3.1.1
             raise MQTTProtocolError("DUP set on a QoS 0 PUBLISH")
         return end, 0, end
-    return end, _get_pid(buf, end), end + 2
+    return end, decode_ack(buf, end), end + 2

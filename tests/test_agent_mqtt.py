@@ -17,8 +17,8 @@ from agent import mqtt_packet as mp
 from agent.backoff import Backoff
 from agent.errors import AgentError
 from agent.link import AUTH_REFUSED, BROKER_UNREACHABLE, CONNECTED, NET_DOWN, PROTOCOL_ERROR, STOPPED, Link
-from agent.mqtt import MQTTClient, MQTTConnectRefused, MQTTTimeout, MQTTWindowFull
-from agent.mqtt_packet import MQTTProtocolError
+from agent.mqtt import MQTTClient
+from agent.mqtt_packet import MQTTError, MQTTProtocolError
 from tests.brokerproc import Broker
 
 DEBUG_LOG = "log_type debug\n"  # mosquitto then logs every PINGREQ/PUBACK it receives
@@ -31,6 +31,15 @@ async def until(cond, timeout=10.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for " + what)
         await asyncio.sleep(0.01)
+
+
+async def reaches(link, state, timeout=10.0):
+    """Poll the link until it is in `state`; fail after `timeout` seconds."""
+    await until(lambda: link.state == state, timeout, "link state " + state)
+
+
+def is_timeout(err):
+    return type(err) is MQTTError and err.code == mp.TIMEOUT
 
 
 class Observer:
@@ -215,9 +224,10 @@ def test_bad_password_is_refused_with_the_connack_code(tmp_path):
             finally:
                 await c.close(disconnect=False)
 
-        with pytest.raises(MQTTConnectRefused) as e:
+        with pytest.raises(MQTTError) as e:
             asyncio.run(scenario("wrong"))
         assert e.value.code in (mp.REFUSED_BAD_CREDENTIALS, mp.REFUSED_NOT_AUTHORIZED)
+        assert str(e.value).startswith("connection refused: ")
         assert isinstance(e.value, AgentError)
         asyncio.run(scenario("right"))
 
@@ -253,7 +263,7 @@ def test_a_silent_broker_is_declared_dead_after_one_and_a_half_keepalives():
         return c, err, took
 
     c, err, took = asyncio.run(scenario())
-    assert isinstance(err, MQTTTimeout) and c.pings >= 1
+    assert is_timeout(err) and c.pings >= 1
     assert took >= 1.5
 
 
@@ -296,15 +306,16 @@ def test_full_window_is_refused_and_an_unacking_broker_is_given_up():
             c = await connected(port, window=2, retry_s=0.1, max_retries=2)
             await c.publish("t", b"1", qos=1)
             await c.publish("t", b"2", qos=1)
-            with pytest.raises(MQTTWindowFull):
+            with pytest.raises(MQTTError) as full:
                 await c.publish("t", b"3", qos=1)
+            assert full.value.code == mp.WINDOW_FULL
             await c.publish("t", b"qos0 still goes", qos=0)
             err = await asyncio.wait_for(c.wait_dead(), 10)
             await c.close()
         return c, err
 
     c, err = asyncio.run(scenario())
-    assert c.refused == 1 and isinstance(err, MQTTTimeout) and c.retransmits == 4
+    assert c.refused == 1 and is_timeout(err) and c.retransmits == 4
 
 
 @pytest.mark.parametrize("reply", [
@@ -409,17 +420,17 @@ def test_link_survives_a_broker_restart_with_birth_and_will_on_every_connect(bro
         link = Link(board, "127.0.0.1", broker.port, "node", keepalive=5, on_connect=on_connect,
                     will=will, backoff=quick_backoff())
         task = asyncio.create_task(link.run())
-        assert await link.wait_state(CONNECTED, 10)
+        await reaches(link, CONNECTED, 10)
         assert await asyncio.to_thread(latest_retained, broker.port, "birth/node") == b"1"
         broker.stop()
-        assert await link.wait_state(BROKER_UNREACHABLE, 10)
+        await reaches(link, BROKER_UNREACHABLE, 10)
         await until(lambda: board.opened >= 3, what="attempts against the dead broker")
         await asyncio.to_thread(broker.start)
-        assert await link.wait_state(CONNECTED, 10)
+        await reaches(link, CONNECTED, 10)
         assert await asyncio.to_thread(latest_retained, broker.port, "birth/node") == b"2"
         observer = await asyncio.to_thread(Observer, broker.port, "#")
-        await link.wait_state(CONNECTED, 10)
-        assert await link.client.wait_ack(await link.publish("data/node", b"after", 1))
+        await reaches(link, CONNECTED, 10)
+        assert await link.client.wait_ack(await link.client.publish("data/node", b"after", 1))
         await until(lambda: "data/node" in observer.topics(), what="data after the restart")
         await link.stop()
         await asyncio.wait_for(task, 5)
@@ -440,11 +451,11 @@ def test_link_reports_net_down_then_connects(broker):
     async def scenario():
         link = Link(board, "127.0.0.1", broker.port, "node", backoff=quick_backoff(), net_poll_s=0.05)
         task = asyncio.create_task(link.run())
-        assert await link.wait_state(NET_DOWN, 5)
+        await reaches(link, NET_DOWN, 5)
         await asyncio.sleep(0.2)
         assert board.opened == 0  # no connection attempt without a network
         board.up = True
-        assert await link.wait_state(CONNECTED, 5)
+        await reaches(link, CONNECTED, 5)
         await link.stop()
         await asyncio.wait_for(task, 5)
         return link
@@ -459,7 +470,7 @@ def test_link_reports_auth_refused(tmp_path):
             link = Link(Board(), "127.0.0.1", b.port, "node", user="node", password="wrong",
                         backoff=quick_backoff())
             task = asyncio.create_task(link.run())
-            assert await link.wait_state(AUTH_REFUSED, 10)
+            await reaches(link, AUTH_REFUSED, 10)
             await link.stop()
             await asyncio.wait_for(task, 5)
             return link
@@ -479,8 +490,8 @@ def test_link_reports_protocol_error_and_unreachable_broker():
         async with server:
             link = Link(Board(), "127.0.0.1", port, "node", backoff=quick_backoff())
             task = asyncio.create_task(link.run())
-            assert await link.wait_state(PROTOCOL_ERROR, 10)
-        assert await link.wait_state(BROKER_UNREACHABLE, 10)  # the server is gone now
+            await reaches(link, PROTOCOL_ERROR, 10)
+        await reaches(link, BROKER_UNREACHABLE, 10)  # the server is gone now
         await link.stop()
         await asyncio.wait_for(task, 5)
 
