@@ -281,7 +281,9 @@ for bad in BAD:
     except ProtocolError as error:
         print(error.reason)
 """.replace("PAIRS", repr(pairs))
-    out = check_micropython(code, heap="110k", path=[compiled]).split()
+    # This test is about behaviour under MicroPython; it also loads the fleet-side readers a node never
+    # loads, so it gets more than the node's 110 KB (the node's own budget is measured in `make bench`).
+    out = check_micropython(code, heap="256k", path=[compiled]).split()
     assert out[:3] == [str(len(pairs)), "409", str(1732850000 + 540)]
     assert out[3:] == ["bad_cbor", "bad_cbor", "bad_cbor", "too_large"]
 
