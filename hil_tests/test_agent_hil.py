@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hil_tests.agentnode import Observer, bundle, install
+from hil_tests.agentnode import bundle, install
 from protocols.config import Alarm, Config
+from tests.observer import Observer
 
 pytestmark = pytest.mark.hil
 

@@ -2,7 +2,7 @@
 
 The agent runs from its built bundle (`.mpy`, as on a board) with the emulator's `machine` on the path
 and a Hardware model in this process (no serial emulator needed). What reaches the broker is decoded
-with the fleet's side of the protocol. The heap is 400 KB here: the agent does not yet fit the 110 KB
+with the fleet's side of the protocol (tests/observer.py). The heap is 400 KB here: the agent does not yet fit the 110 KB
 target of issue 4 on this 64-bit port (measured: about 140 KB resident), which stays open.
 """
 
@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import subprocess
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from firmware.build import build_bundle
-from protocols import messages, topics
 from protocols.commands import Ping
 from protocols.config import Alarm, Config
 from tests.brokerproc import Broker
 from tests.mpvm import REPO, micropython_binary
+from tests.observer import Observer
 from tools.boardemu.hardware import Hardware
 
 pytestmark = pytest.mark.micropython
@@ -34,41 +32,6 @@ from agent import app, identity
 ident = identity.load({root!r} + '/device.json')
 asyncio.run(app.Agent(board.Board(), ident, data={root!r} + '/data').run())
 """
-
-
-class Observer:
-    """A paho client on dt/# that decodes everything with the fleet's protocol code."""
-
-    def __init__(self, port: int) -> None:
-        self.inbox: queue.Queue = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_message = lambda c, u, m: self.inbox.put((topics.parse(m.topic), m.payload))
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe("dt/#", 1)
-        self.client.loop_start()
-
-    def wait_for(self, kind: str, predicate=lambda msg: True, timeout: float = 30):
-        """The first decoded message of `kind` that satisfies `predicate`, within `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        seen = []
-        while time.monotonic() < deadline:
-            try:
-                topic, payload = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            message = messages.decode(topic, payload)
-            seen.append((topic.kind, message.to_obj()))
-            if topic.kind == kind and predicate(message):
-                return message
-        raise AssertionError("no %s message matched within %ss; saw %r" % (kind, timeout, seen[-10:]))
-
-    def command(self, device: str, message) -> None:
-        topic = topics.down("city", device, message.KIND)
-        self.client.publish(str(topic), messages.encode(message), qos=1, retain=topic.retain)
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture
@@ -100,6 +63,13 @@ def node(tmp_path):
     print((tmp_path / "vm.log").read_text()[-3000:])
 
 
+def _both_alarms(observer, state):
+    """Names of the alarms that reached `state`, once both water alarms have."""
+    for name in ("flood", "flood_warn"):
+        observer.wait_for("event", lambda m, name=name: m.alarm == name and m.state == state)
+    return {m.alarm for m in observer.of("event") if m.state == state}
+
+
 def test_birth_telemetry_config_alarms_and_ping(node):
     hw, observer = node
     birth = observer.wait_for("state", lambda m: m.online)
@@ -109,19 +79,17 @@ def test_birth_telemetry_config_alarms_and_ping(node):
 
     # A faster confirm through the fleet's config command, acked with the version in force.
     alarms = {"flood": Alarm("level", 270, 240, 2, 2), "flood_warn": Alarm("level", 150, 120, 2, 1)}
-    observer.command("wl-1", Config(41, 7, alarms=alarms))
+    observer.command("city", "wl-1", Config(41, 7, alarms=alarms))
     ack = observer.wait_for("ack", lambda m: m.cid == 41)
     assert ack.status == 0 and ack.config == 7
 
     hw.set({"level_cm": "30"})  # a real crossing of both thresholds
-    raised = {observer.wait_for("event", lambda m: m.state == 1).alarm,
-              observer.wait_for("event", lambda m: m.state == 1).alarm}
+    raised = _both_alarms(observer, 1)
     assert raised == {"flood", "flood_warn"}
     hw.set({"level_cm": "5"})
-    cleared = {observer.wait_for("event", lambda m: m.state == 0).alarm,
-               observer.wait_for("event", lambda m: m.state == 0).alarm}
+    cleared = _both_alarms(observer, 0)
     assert cleared == {"flood", "flood_warn"}
 
-    observer.command("wl-1", Ping(42, echo=123456))
+    observer.command("city", "wl-1", Ping(42, echo=123456))
     pong = observer.wait_for("ack", lambda m: m.cid == 42)
     assert pong.result == 123456

@@ -14,10 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from hil_tests.agentnode import Observer, install
+from hil_tests.agentnode import install
 from protocols.commands import Rebirth
 from protocols.config import Alarm, Config
 from tests.brokerproc import Broker
+from tests.observer import Observer
 from tools.boardemu.api import EmulatedBoard
 
 HEAP = "400k"
