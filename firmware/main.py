@@ -1,9 +1,21 @@
-# main.py: start the agent. An unprovisioned board stays at the REPL for the technician; any other
-# failure is printed and the board resets after a pause, so a transient fault never leaves it dead.
+# main.py: start the agent from the active app slot. Never updated over the air, so it stays tiny.
+# The app lives in /app/a or /app/b; /app/active names the one to run (fleet flash and OTA switch it
+# last, atomically). No slot: say so and stay at the REPL. An unprovisioned board stays at the REPL for
+# the technician; any other failure is printed and the board resets after a pause, so a transient
+# fault never leaves it dead.
 import sys
 import time
 
 import board
+
+
+def _slot():
+    try:
+        with open("/app/active") as f:
+            slot = f.read().strip()
+    except OSError:
+        return None
+    return slot if slot in ("a", "b") else None
 
 
 def _start():
@@ -25,4 +37,9 @@ def _start():
         board.Board().reset()
 
 
-_start()
+_app = _slot()
+if _app is None:
+    print("agent: no app installed; run fleet flash")
+else:
+    sys.path.insert(0, "/app/" + _app)  # first: the slot's agent and protocols, before anything else
+    _start()

@@ -1,10 +1,11 @@
 """Put the agent on an emulated board and watch what it publishes, for the agent's HIL tests.
 
-`install()` writes the built bundle and an identity file straight into the board's littlefs2 image
-while its power is off (littlefs-python, the same on-flash format the VM mounts), then powers it on so
-`main.py` starts the agent. Flashing over the serial line is the fleet's job (`fleet flash`, issue 5) and
-is tested there; here the agent's behaviour is under test. `Observer` (tests/observer.py) watches the
-broker.
+`install()` writes the built bundle, laid out as `fleet flash` leaves it (root files, the app in slot
+/app/a, /app/active; `fleet.flash.board_layout`), and an identity file straight into the board's
+littlefs2 image while its power is off (littlefs-python, the same on-flash format the VM mounts), then
+powers it on so `main.py` starts the agent. Flashing over the serial line is `fleet flash`'s job and is
+tested in test_fleet_flash.py; here the agent's behaviour is under test. `Observer` (tests/observer.py)
+watches the broker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from littlefs import LittleFS
 
 from firmware.build import build_bundle
+from fleet.flash import Bundle, board_layout
 
 BLOCK = 4096
 _BUNDLES: dict[str, Path] = {}
@@ -50,11 +52,9 @@ def write_flash(image: Path, files: dict[str, bytes]) -> None:
 
 
 def install(board, bundle_dir: Path, identity: dict) -> None:
-    """Install the agent bundle and `identity` on `board` (power cycled) and boot it."""
-    files = {"/device.json": json.dumps(identity).encode()}
-    for path in sorted(bundle_dir.rglob("*")):
-        if path.is_file():
-            files["/" + path.relative_to(bundle_dir).as_posix()] = path.read_bytes()
+    """Install the agent bundle (in slot a) and `identity` on `board` (power cycled) and boot it."""
+    files = board_layout(Bundle(bundle_dir), "a")
+    files["/device.json"] = json.dumps(identity).encode()
     board.power_cut()
     write_flash(board.flash_image, files)
     board.power_on()
