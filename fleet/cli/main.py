@@ -22,9 +22,20 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from fleet.cli.broker import broker
     from fleet.cli.build import build
+    from fleet.cli.devices import device, devices
+    from fleet.cli.flash import console, flash
+    from fleet.cli.provision import provision, sync
 
     cli.add_command(build)
+    cli.add_command(flash)
+    cli.add_command(console)
+    cli.add_command(devices)
+    cli.add_command(device)
+    cli.add_command(broker)
+    cli.add_command(provision)
+    cli.add_command(sync)
 
 
 _register()
