@@ -18,25 +18,22 @@ smoothly to 0, and after `stall_ms` without an edge the rate is 0.
 
 try:
     from time import ticks_diff, ticks_ms
-except ImportError:
+
+    from micropython import const
+except ImportError:  # CPython (tests, tools): a millisecond clock that does not wrap; const() is the value
+    from copy import copy as const  # type: ignore[assignment, no-redef]
+    from operator import sub as ticks_diff  # type: ignore[assignment, no-redef]
     from time import monotonic_ns  # type: ignore[attr-defined]
 
-    def ticks_ms():
-        return monotonic_ns() // 1000000
+    ticks_ms = lambda: monotonic_ns() // 1000000  # noqa: E731
 
-    def ticks_diff(a, b):  # type: ignore[no-redef]
-        return a - b
-
-
-FACTOR = 0.667  # m/s per Hz
-DEBOUNCE_MS = 5
-STALL_MS = 3000
+_FACTOR = const(0.667)  # m/s per Hz
 
 
 class Anemometer:
     """Pulse counter on `pin` (input with pull-up); setup() attaches the IRQ handler."""
 
-    def __init__(self, pin, factor=FACTOR, debounce_ms=DEBOUNCE_MS, stall_ms=STALL_MS, ticks=None):
+    def __init__(self, pin, factor=_FACTOR, debounce_ms=5, stall_ms=3000, ticks=None):
         self._pin = pin
         self.factor = factor
         self.debounce_ms = debounce_ms
@@ -58,10 +55,6 @@ class Anemometer:
         """Attach the falling-edge IRQ (the reed closes to ground against the pull-up)."""
         self._pin.irq(trigger=self._pin.IRQ_FALLING, handler=self._handler)
 
-    def close(self):
-        """Detach the IRQ handler."""
-        self._pin.irq(handler=None)
-
     def _edge(self, pin):
         t = self._ticks()
         if self._seen and ticks_diff(t, self._last) < self.debounce_ms:
@@ -71,18 +64,16 @@ class Anemometer:
         self._seen = True
         self.count += 1
 
-    def _snapshot(self):
+    def poll(self, now_ms):
+        """Pulse rate in Hz since the previous poll (see the module docs); also kept in `hz`."""
         # The IRQ may fire between the two reads: re-read until count and time belong together.
         for _ in range(4):
             count = self.count
             last = self._last
             if count == self.count:
-                return count, last
-        return self.count, self._last
-
-    def poll(self, now_ms):
-        """Pulse rate in Hz since the previous poll (see the module docs); also kept in `hz`."""
-        count, last = self._snapshot()
+                break
+        else:
+            count, last = self.count, self._last
         n = count - self._count_prev
         if n > 0:
             if self._edge_prev is not None and ticks_diff(last, self._edge_prev) > 0:

@@ -10,9 +10,10 @@ Files on flash: /device.json (identity, from provisioning), /data/* (config, ala
 import asyncio
 import gc
 import os
+import sys
 import time
 
-from agent import identity as identity_mod
+from agent import transient
 from agent.commands import Commands
 from agent.config import AgentConfig
 from agent.errors import AgentError
@@ -24,9 +25,7 @@ from agent.sensing import make_sensor
 from agent.sensor_fault import SensorFault
 from agent.sequence import Sequence
 from agent.uplink import Uplink
-from protocols import messages, topics
-from protocols.health import Health
-from protocols.state import State
+from protocols import topics, up
 
 DATA = "/data"
 HEALTH_S = 300
@@ -60,7 +59,7 @@ class Agent:
         self.scheduler = Scheduler(self.sensor.interval_ms(True), self.sensor.interval_ms(False))
         self._slow_from_config()
         self.commands = Commands(self)
-        self.firmware = identity_mod.firmware_version()
+        self.firmware = ident.firmware
         self.reset_cause = RESET_CODES.get(board.reset_cause(), 0)
         self.started = time.ticks_ms()
         self.progress = self.started
@@ -82,19 +81,18 @@ class Agent:
 
     def _will(self):
         # Reserved at every connect, so the will is unique and carries this boot id (SPEC "State").
-        will = State(self.sequence.boot, self.sequence.next(), False)
-        return (self._topic("state"), messages.encode(will), 1, True)
+        return (self._topic("state"), up.state(self.sequence.boot, self.sequence.next(), False), 1, True)
 
     async def _on_connect(self, client):
         await self.birth(client)
-        await client.subscribe(topics.device_filter(self.id.fleet, self.id.device), 1)
+        await client.subscribe("cmd/%s/%s/+" % (self.id.fleet, self.id.device), 1)  # SPEC.md "Topics"
         self.uplink.wake.set()
 
     async def birth(self, client):
         """Publish the retained birth: firmware, config version, boot id, reset cause."""
-        birth = State(self.sequence.boot, self.sequence.next(), True, self.firmware, self.config.version,
-                      self.reset_cause, KIND_NAMES.get(self.id.kind))
-        pid = await client.publish(self._topic("state"), messages.encode(birth), 1, True)
+        birth = up.state(self.sequence.boot, self.sequence.next(), True, self.firmware, self.config.version,
+                         self.reset_cause, KIND_NAMES.get(self.id.kind))
+        pid = await client.publish(self._topic("state"), birth, 1, True)
         await client.wait_ack(pid)
         self.reporter.send_ut = True
 
@@ -132,7 +130,7 @@ class Agent:
             await self.birth(client)
         self.reporter.force(epoch())
         self.uplink.wake.set()
-        await self.publish_now("health", messages.encode(self.health_message()))
+        await self.publish_now("health", self.health_message())
 
     async def reboot(self):
         """Reboot on the fleet's command, after the ack had time to leave."""
@@ -187,34 +185,12 @@ class Agent:
         """Publish health every HEALTH_S seconds (and once soon after boot)."""
         await asyncio.sleep(10)
         while True:
-            gc.collect()
-            await self.publish_now("health", messages.encode(self.health_message()))
+            await self.publish_now("health", self.health_message())
             await asyncio.sleep(HEALTH_S)
 
     def health_message(self):
-        """The health report of this moment."""
-        uptime = time.ticks_diff(time.ticks_ms(), self.started) // 1000
-        battery = self.board.battery_v()
-        rssi = self.board.link_quality()
-        return Health(self.sequence.boot, self.sequence.next(), uptime, heap_free=gc.mem_free(),
-                      heap_min=self.heap_min, flash_free=min(self.board.flash_free(), 0xFFFFFFFF),
-                      battery=None if battery is None else int(battery * 1000),
-                      rssi=None if rssi is None else max(-127, min(0, rssi)),
-                      outbox=self.outbox.count, dropped=self.outbox.dropped,
-                      errors=self._error_counters(), fault=self.fault,
-                      reconnects=self.link.connects)
-
-    def _error_counters(self):
-        # Network, broker and protocol failures are told apart (link.failures), beside sensor and task
-        # errors; at most 8 entries, as the wire limits maps.
-        counters = {}
-        for state, count in self.link.failures.items():
-            if count:
-                counters[state.lower()] = count
-        for code, count in self.errors.items():
-            if len(counters) < 8:
-                counters[code] = count
-        return counters or None
+        """The health report of this moment, encoded (agent/health_report.py, loaded for the call)."""
+        return transient.call(_health, self)
 
     async def watchdog(self):
         """Feed the hardware watchdog only while the sampler makes progress."""
@@ -245,7 +221,8 @@ class Agent:
                 await task()
             except Exception as error:  # noqa: BLE001 - the agent must outlive any one bug
                 self._count("task")
-                print("agent: task failed:", repr(error))
+                print("agent: task failed:")
+                sys.print_exception(error)
                 await asyncio.sleep(5)
 
 
@@ -266,7 +243,19 @@ def _mkdir(path):
         pass  # exists
 
 
+def _health(agent):
+    from agent import health_report
+
+    return health_report.encode(agent)
+
+
+def _identity():
+    from agent import identity
+
+    return identity.load()
+
+
 def main(board):
     """Entry point from main.py: load the identity and run the agent."""
-    ident = identity_mod.load()
+    ident = transient.call(_identity)
     asyncio.run(Agent(board, ident).run())

@@ -18,57 +18,30 @@ force before stays. With whole=True any reason refuses the whole document (SPEC.
 stays"); the caller picks the policy and acks status 1 with the reasons when there are any.
 
 On flash: the applied document as JSON (integer keys written as strings), via flashio (atomic, CRC).
+Loading, checking and applying a document run rarely (boot, a config command), so that code lives in
+agent/config_apply.py and agent/config_check.py, loaded for the call and dropped (agent/transient.py);
+what stays resident is the document in force and its accessors.
 """
 
-import json
-
-from agent import defaults, flashio
-
-TABLES = (3, 4, 6, 7)
+from agent import transient
 
 
-def _unload_check():
-    # The checks run at boot and when a config arrives; drop their code afterwards (heap, issue 4).
-    import sys
+def _run(name, *args):
+    from agent import config_apply
 
-    import agent
+    return getattr(config_apply, name)(*args)
 
-    sys.modules.pop("agent.config_check", None)
-    if "config_check" in agent.__dict__:
-        delattr(agent, "config_check")
+
+def _check(doc, measures):
+    from agent import config_check  # alone: the peak of a config change is what the heap must hold
+
+    return config_check.validate(doc, measures)
 
 
 def validate(doc, kind):
     """(clean, refused, reasons): the valid part of `doc`, the (key, name) entries refused, the reasons."""
-    from agent import config_check
-
-    try:
-        return config_check.validate(doc, kind)
-    finally:
-        _unload_check()
-
-
-def merge(base, doc):
-    """A new document: `base` overlaid entry by entry by `doc` (tables merged by name)."""
-    out = {}
-    for key, value in base.items():
-        out[key] = dict(value) if isinstance(value, dict) else value
-    for key, value in doc.items():
-        if key in TABLES:
-            table = out.setdefault(key, {})
-            table.update(value)
-        else:
-            out[key] = value
-    return out
-
-
-def _to_json(doc):
-    out = {}
-    for key, value in doc.items():
-        if key == 3:
-            value = {name: {str(k): v for k, v in entry.items()} for name, entry in value.items()}
-        out[str(key)] = value
-    return json.dumps(out)
+    measures = transient.call(_run, "defaults_for", kind)[1]
+    return transient.call(_check, doc, measures)
 
 
 class AgentConfig:
@@ -78,7 +51,7 @@ class AgentConfig:
         self.kind = kind
         self.path = path
         self.applied = {2: 0}  # the last accepted document (its valid part): version 0 = defaults only
-        self.doc = defaults.config_for(kind)
+        self.doc, self.measures = transient.call(_run, "defaults_for", kind)
 
     @property
     def version(self):
@@ -87,21 +60,9 @@ class AgentConfig:
 
     def load(self):
         """Read the stored document at boot; return reasons if it was unreadable or partly invalid."""
-        data = flashio.read(self.path)
-        if data is None:
-            return ["no_config"] if flashio.exists(self.path) else []
-        from agent import config_check
-
-        try:
-            doc = config_check.from_json(data.decode())
-            clean, _, reasons = config_check.validate(doc, self.kind)
-        except (ValueError, TypeError, AttributeError):
-            return ["bad_stored_config"]
-        finally:
-            _unload_check()
+        clean, _, reasons = transient.call(_run, "stored", self)
         if clean is not None:  # entries this firmware refuses now keep their defaults
-            self.applied = clean
-            self.doc = merge(defaults.config_for(self.kind), clean)
+            transient.call(_run, "take", self, clean)
         return reasons
 
     def apply(self, doc, whole=False):
@@ -111,24 +72,11 @@ class AgentConfig:
         """
         if isinstance(doc, dict) and doc.get(2) == self.version and self.version:
             return []
-        clean, refused, reasons = validate(doc, self.kind)
+        clean, refused, reasons = transient.call(_check, doc, self.measures)
         if clean is None or (whole and reasons):
             return reasons
-        old = self.applied
-        for key, name in refused:  # what was in force for a refused entry stays
-            if name is None:
-                if key in old:
-                    clean[key] = old[key]
-            elif name in old.get(key, {}):
-                clean.setdefault(key, {})[name] = old[key][name]
-        self.applied = clean
-        self.doc = merge(defaults.config_for(self.kind), clean)
-        self.save()
+        transient.call(_run, "commit", self, clean, refused)
         return reasons
-
-    def save(self):
-        """Write the applied document to flash (atomic)."""
-        flashio.write(self.path, _to_json(self.applied).encode())
 
     def alarms(self):
         """New Alarm objects for the alarms in force: name -> Alarm."""

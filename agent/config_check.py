@@ -6,8 +6,6 @@ imports this module for the check and unloads it afterwards, so its code is not 
 
 import json
 
-from agent import defaults
-
 MAX_ALARMS = 8  # per document; the defaults bring at most 3 more
 MAX_ITEMS = 32  # SPEC.md "Limits": map entries
 MAX_NAME = 32
@@ -78,9 +76,11 @@ def _value_reason(key, value, measure):
     return "bad_calibration"
 
 
-def validate(doc, kind):
-    """(clean, refused, reasons): the valid part of `doc`, the (key, name) entries refused, the reasons."""
-    measures = defaults.MEASURES[kind]
+def validate(doc, measures):
+    """(clean, refused, reasons): the valid part of `doc`, the (key, name) entries refused, the reasons.
+
+    `measures`: the measurements of the node's kind (agent/defaults.py MEASURES).
+    """
     clean: dict = {}
     refused: list = []
     reasons: list = []

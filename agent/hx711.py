@@ -15,46 +15,30 @@ high phase is timed: a read with a pulse longer than `max_high_us`, a whole read
 discarded and counted as a transient fault. Only a run of such faults, or a DOUT that never goes low,
 becomes a SensorFault.
 """
-
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):  # type: ignore[misc]
-        return x
-
+import gc
 
 try:
     from time import sleep_ms, ticks_diff, ticks_us
-except ImportError:
+
+    from micropython import const
+except ImportError:  # CPython (tests, tools): a clock that does not wrap; const() is the value itself
+    from copy import copy as const  # type: ignore[assignment, no-redef]
+    from operator import sub as ticks_diff  # type: ignore[assignment, no-redef]
     from time import monotonic_ns, sleep  # type: ignore[attr-defined]
 
-    def ticks_us():  # type: ignore[misc]
-        return monotonic_ns() // 1000
+    ticks_us = lambda: monotonic_ns() // 1000  # noqa: E731
+    sleep_ms = lambda ms: sleep(ms / 1000)  # noqa: E731
 
-    def ticks_diff(a, b):  # type: ignore[no-redef]
-        return a - b
+from agent.errors import SensorFault
 
-    def sleep_ms(ms):  # type: ignore[misc]
-        sleep(ms / 1000)
-
-
-from agent.sensor_fault import SensorFault
-
-#: Extra pulses after the 24 data bits for each (channel, gain).
-GAINS = {128: 1, 32: 2, 64: 3}
 _POS_SAT = const(0x7FFFFF)
 _NEG_SAT = const(0x800000)
-MAX_HIGH_US = 50  # below the 60 us power-down limit, with margin
-MAX_READ_US = 5000
-FAULT_LIMIT = 5  # consecutive discarded reads before a SensorFault
+_MAX_HIGH_US = const(50)  # below the 60 us power-down limit, with margin
+_MAX_READ_US = const(5000)
+FAULT_LIMIT = const(5)  # consecutive discarded reads before a SensorFault
 
 
-def _no_irq_off():
-    return None
-
-
-def _no_irq_on(state):
+def _no_irq(state=None):
     return None
 
 
@@ -62,25 +46,23 @@ class HX711:
     """The ADC on `clock` (Pin OUT, PD_SCK) and `data` (Pin IN, DOUT); gain 128 = channel A."""
 
     def __init__(self, clock, data, gain=128, disable_irq=None, enable_irq=None,
-                 ticks=None, sleep=None, max_high_us=MAX_HIGH_US, max_read_us=MAX_READ_US):
-        if gain not in GAINS:
+                 ticks=None, sleep=None, max_high_us=None, max_read_us=_MAX_READ_US):
+        if gain not in (128, 32, 64):
             raise ValueError("HX711 gain must be 128, 64 (channel A) or 32 (channel B)")
         self._clk = clock.value  # bound once, called in the bit loop without allocating
         self._dout = data.value
-        self._pulses = 24 + GAINS[gain]
-        self._irq_off = disable_irq or _no_irq_off
-        self._irq_on = enable_irq or _no_irq_on
+        # 24 data bits, then 1 extra pulse for channel A gain 128, 2 for B gain 32, 3 for A gain 64.
+        self._pulses = 25 + (128, 32, 64).index(gain)
+        self._irq_off = disable_irq or _no_irq
+        self._irq_on = enable_irq or _no_irq
         self._ticks = ticks or ticks_us
         self._sleep = sleep or sleep_ms
-        self.max_high_us = max_high_us
+        self.max_high_us = max_high_us or _MAX_HIGH_US
         self.max_read_us = max_read_us
         self.discarded = 0  # reads thrown away as transient faults
         self.consecutive = 0
         self.last_fault = None
         self.worst_high_us = 0
-        self._raw = 0
-        self._worst = 0
-        self._took = 0
 
     def setup(self):
         """Hold PD_SCK low (the chip powers up and converts)."""
@@ -90,50 +72,34 @@ class HX711:
         """True when a conversion is waiting (DOUT low)."""
         return self._dout() == 0
 
-    def power_down(self):
-        """Put the chip to sleep (PD_SCK high > 60 us); setup() wakes it."""
-        self._clk(1)
-
-    def _shift(self):
-        # Sets _raw, _worst (longest high phase, us), _took (whole read, us). Runs with IRQs off and
-        # allocates nothing: small ints only, results in attributes made in __init__ (no tuple).
-        clk = self._clk
-        dout = self._dout
-        ticks = self._ticks
-        raw = 0
-        worst = 0
-        start = ticks()
-        for _ in range(24):
-            t = ticks()
-            clk(1)
-            clk(0)
-            high = ticks_diff(ticks(), t)
-            if high > worst:
-                worst = high
-            raw = (raw << 1) | dout()
-        for _ in range(self._pulses - 24):
-            t = ticks()
-            clk(1)
-            clk(0)
-            high = ticks_diff(ticks(), t)
-            if high > worst:
-                worst = high
-        self._took = ticks_diff(ticks(), start)
-        self._raw = raw
-        self._worst = worst
-
     def read_raw(self):
         """One conversion as a signed count, or None when the read was discarded (see module docs).
 
         The caller checks ready() first. Raises SensorFault "hx711_garbage" after FAULT_LIMIT
         discarded reads in a row.
         """
+        clk = self._clk
+        dout = self._dout
+        ticks = self._ticks
+        raw = worst = 0
         state = self._irq_off()
+        gc.disable()  # boot.py collects every few KB allocated: no collection may land inside a pulse
         try:
-            self._shift()
+            # IRQs off, GC off, and the loop allocates nothing on a board (small ints only).
+            start = ticks()
+            for i in range(self._pulses):
+                t = ticks()
+                clk(1)
+                clk(0)
+                high = ticks_diff(ticks(), t)
+                if high > worst:
+                    worst = high  # the longest high phase, us
+                if i < 24:
+                    raw = (raw << 1) | dout()
+            took = ticks_diff(ticks(), start)
         finally:
+            gc.enable()
             self._irq_on(state)
-        raw, worst, took = self._raw, self._worst, self._took
         if worst > self.worst_high_us:
             self.worst_high_us = worst
         why = None
@@ -172,16 +138,7 @@ class HX711:
         return self.read_raw()
 
     def average(self, n=10, timeout_ms=500):
-        """Mean of n good conversions (discarded ones are retried, up to 2n attempts)."""
-        total = 0
-        good = 0
-        for _ in range(2 * n):
-            value = self.read(timeout_ms)
-            if value is not None:
-                total += value
-                good += 1
-                if good == n:
-                    break
-        if good == 0:
-            raise SensorFault("hx711_garbage", "no good conversion in %d reads" % (2 * n))
-        return total / good
+        """Mean of n good conversions, discarded ones retried (calibration: agent/calibrate.py)."""
+        from agent.sensing import provisioning
+
+        return provisioning("average", self, n, timeout_ms)

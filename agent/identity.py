@@ -2,7 +2,8 @@
 
 `/device.json` holds the fleet and device ids, the sensor kind, the broker, this device's own MQTT
 credential and the installation calibration. It is written by `fleet provision` (atomically) and only
-read here; a node without it has nothing to report to and says so on its console.
+read here; a node without it has nothing to report to and says so on its console. Read once at start-up
+through agent.transient: `Identity` has no methods, so this module's code is dropped after the read.
 """
 
 import json
@@ -14,30 +15,41 @@ KINDS = ("manhole-tilt", "water-level", "wind-load")
 
 
 class Identity:
-    """The parsed identity file; raises AgentError naming the first thing wrong with it."""
+    """The parsed identity file: fleet, device, kind, host, port, tls, user, password, calibration,
+    client_id, firmware. Plain attributes only, so it keeps nothing of this module alive."""
 
-    def __init__(self, doc):
-        if not isinstance(doc, dict):
-            raise AgentError("identity: not a JSON object")
-        self.fleet = _text(doc, "fleet")
-        self.device = _text(doc, "id")
-        self.kind = _text(doc, "kind")
-        if self.kind not in KINDS:
-            raise AgentError("identity: unknown kind %r" % self.kind)
-        broker = doc.get("broker")
-        if not isinstance(broker, dict):
-            raise AgentError("identity: no broker")
-        self.host = _text(broker, "host")
-        self.port = broker.get("port", 1883)
-        if not isinstance(self.port, int) or not 0 < self.port < 65536:
-            raise AgentError("identity: bad broker port")
-        self.tls = bool(broker.get("tls", False))
-        self.user = doc.get("user")
-        self.password = doc.get("password")
-        calibration = doc.get("calibration", {})
-        self.calibration = calibration if isinstance(calibration, dict) else {}
-        # MQTT client id: fleet and device, so two fleets on one broker never collide.
-        self.client_id = self.fleet + "-" + self.device
+    fleet = device = kind = host = client_id = firmware = ""
+    port = 1883
+    tls = False
+    user = password = calibration = None
+
+
+def parse(doc):
+    """An Identity from the decoded file; raises AgentError naming the first thing wrong with it."""
+    if not isinstance(doc, dict):
+        raise AgentError("identity: not a JSON object")
+    ident = Identity()
+    ident.fleet = _text(doc, "fleet")
+    ident.device = _text(doc, "id")
+    ident.kind = _text(doc, "kind")
+    if ident.kind not in KINDS:
+        raise AgentError("identity: unknown kind %r" % ident.kind)
+    broker = doc.get("broker")
+    if not isinstance(broker, dict):
+        raise AgentError("identity: no broker")
+    ident.host = _text(broker, "host")
+    ident.port = broker.get("port", 1883)
+    if not isinstance(ident.port, int) or not 0 < ident.port < 65536:
+        raise AgentError("identity: bad broker port")
+    ident.tls = bool(broker.get("tls", False))
+    ident.user = doc.get("user")
+    ident.password = doc.get("password")
+    calibration = doc.get("calibration", {})
+    ident.calibration = calibration if isinstance(calibration, dict) else {}
+    # MQTT client id: fleet and device, so two fleets on one broker never collide.
+    ident.client_id = ident.fleet + "-" + ident.device
+    ident.firmware = firmware_version()
+    return ident
 
 
 def _text(doc, key):
@@ -56,13 +68,32 @@ def load(path=PATH):
         raise AgentError("identity: %s not found (provision this board with `fleet provision`)" % path)
     except ValueError:
         raise AgentError("identity: %s is not valid JSON" % path)
-    return Identity(doc)
+    return parse(doc)
 
 
-def firmware_version(path="/manifest.json"):
-    """The bundle version flashed on this board, from its manifest ("0" when unknown)."""
-    try:
-        with open(path) as f:
-            return str(json.load(f).get("version", "0"))[:32]
-    except (OSError, ValueError, AttributeError):
-        return "0"
+def firmware_version():
+    """The version of the app bundle running, from the manifest beside it ("0" when unknown).
+
+    The app lives in a slot (/app/a or /app/b, see firmware/main.py) that main.py puts first on
+    sys.path; a bundle copied to the root has its manifest at /manifest.json. Only the manifest's tail
+    is read: parsing its file list (about 8 KB of JSON) would take more heap than the agent can spare,
+    and firmware/build.py writes the keys sorted, so "version" is the last one.
+    """
+    import sys
+
+    for folder in sys.path:
+        if folder.startswith("/") or not folder:
+            try:
+                with open((folder or ".") + "/manifest.json") as f:
+                    size = f.seek(0, 2)
+                    f.seek(max(0, size - 160))
+                    tail = f.read()
+            except OSError:
+                continue
+            at = tail.rfind('"version"')
+            if at >= 0:
+                try:
+                    return str(json.loads(tail[at + 10:].strip().rstrip("}").strip()))[:32]
+                except ValueError:
+                    pass
+    return "0"

@@ -1,10 +1,10 @@
 """Link: the policy that keeps one MQTT session up (reconnects, backoff, health states).
 
 The protocol lives in agent/mqtt.py; this layer decides when to try again. The board supplies the
-network: `board.network_up(timeout_ms)` (True once the network is up; a plain bool attribute also does)
-and `board.open_connection(host, port)`, a coroutine function returning an asyncio (reader, writer)
-pair, plain or TLS-wrapped (see agent/mqtt.py). The boards' network_up blocks up to `timeout_ms` while
-it brings the link up, so the link passes a short `net_wait_ms` and polls every `net_poll_s`.
+network: `board.network_up(timeout_ms)` (True once the network is up) and `board.open_connection(host,
+port)`, a coroutine function returning an asyncio (reader, writer) pair, plain or TLS-wrapped (see
+agent/mqtt.py). The boards' network_up blocks up to `timeout_ms` while it brings the link up, so the
+link passes a short `net_wait_ms` and polls every `net_poll_s`.
 
 Health sees one of these states, so a node can tell its operators *what* is broken:
 
@@ -17,15 +17,16 @@ Health sees one of these states, so a node can tell its operators *what* is brok
     STOPPED             stop() was called
 
 `failures` counts each kind; `connects` counts sessions that came up. After a failure the next attempt
-waits a Backoff delay (full jitter, capped at a minute); the backoff starts again only after a session
-lived `stable_s`, so a broker that accepts and drops at once is not hammered.
+waits a random time in [0, min(cap, base * 2**n)) for the n-th failure in a row ("full jitter": a fleet
+that lost the broker together does not come back in lockstep), capped at a minute (issue 4); the
+doubling starts again only after a session lived `stable_s`, so a broker that accepts and drops at once
+is not hammered. One MQTTClient, with its buffers, serves every session.
 """
 
 import asyncio
 
-from agent.backoff import Backoff
-from agent.mqtt import MQTTClient, ticks_diff, ticks_ms
-from agent.mqtt_packet import TIMEOUT, MQTTError, MQTTProtocolError
+from agent.errors import AgentError
+from agent.mqtt import PROTOCOL, MQTTClient, ticks_diff, ticks_ms
 
 NET_DOWN = "NET_DOWN"
 BROKER_UNREACHABLE = "BROKER_UNREACHABLE"
@@ -36,26 +37,17 @@ CONNECTED = "CONNECTED"
 STOPPED = "STOPPED"
 
 
-def failure_kind(err):
-    """Map an error from opening or running a session to its health state."""
-    # CONNACK codes (3.2.2.3): 4, 5 bad credentials or not authorized; 1, 2 protocol version or client
-    # id rejected; 3 server unavailable. Anything else (OSError, timeouts, lost connections): unreachable.
-    code = getattr(err, "code", 0)
-    if code == 4 or code == 5:
-        return AUTH_REFUSED
-    if code == 1 or code == 2 or isinstance(err, MQTTProtocolError):
-        return PROTOCOL_ERROR
-    return BROKER_UNREACHABLE
-
-
 class Link:
     """Keeps a session to host:port up. `will`: None, (topic, payload, qos, retain), or a function
     returning one, called at every connect. `on_connect(client)`: coroutine run after each CONNACK
-    (birth message, subscriptions). `client_kw` go to MQTTClient (max_packet, window, retry_s, ...)."""
+    (birth message, subscriptions). `backoff`: (base, cap) seconds; `random()` in [0, 1) draws the
+    jitter (injected by tests). `client_kw` go to MQTTClient (max_packet, window, retry_s, ...)."""
 
     def __init__(self, board, host, port, client_id, keepalive=60, user=None, password=None, will=None,
-                 clean_session=True, on_connect=None, on_message=None, backoff=None, connect_timeout=10.0,
-                 net_poll_s=1.0, net_wait_ms=100, stable_s=30.0, **client_kw):
+                 clean_session=True, on_connect=None, on_message=None, backoff=(1, 60), random=None,
+                 connect_timeout=10, net_poll_s=1, net_wait_ms=100, stable_s=30, **client_kw):
+        if random is None:
+            from random import random  # MicroPython has random.random() on the ports we run on
         self.board = board
         self.host = host
         self.port = port
@@ -66,13 +58,15 @@ class Link:
         self.will = will
         self.clean_session = clean_session
         self.on_connect = on_connect
-        self.on_message = on_message
-        self.backoff = backoff if backoff is not None else Backoff()
         self.connect_timeout = connect_timeout
         self.net_poll_s = net_poll_s
         self.net_wait_ms = net_wait_ms
         self.stable_s = stable_s
-        self.client_kw = client_kw
+        self.backoff = backoff
+        self._ceil = backoff[0]  # the current backoff ceiling
+        self.random = random
+        self.pause_s = 0  # the pause before the current (or next) attempt
+        self._c = MQTTClient(on_message=on_message, **client_kw)
         self.client = None  # the MQTTClient while CONNECTED
         self.state = CONNECTING
         self.last_error = None  # "STATE: reason" of the last failure, for health
@@ -81,87 +75,65 @@ class Link:
         self.failures = {NET_DOWN: 0, BROKER_UNREACHABLE: 0, AUTH_REFUSED: 0, PROTOCOL_ERROR: 0}
         self._stop = asyncio.Event()
 
-    def _set(self, state, err=None):
-        self.state = state
-        if err is not None:
-            self.failures[state] += 1
-            self.last_error = "%s: %s" % (state, err)
-
-    def _network_up(self):
-        up = self.board.network_up
-        return up(self.net_wait_ms) if callable(up) else up
-
-    async def _pause(self, seconds):
-        # Sleep, but wake at once when stop() is called.
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
-
-    async def _open(self):
-        # TCP (and TLS) connect, then CONNECT/CONNACK; return a connected client or raise.
-        try:
-            reader, writer = await asyncio.wait_for(
-                self.board.open_connection(self.host, self.port), self.connect_timeout)
-        except asyncio.TimeoutError:
-            raise MQTTError("TCP connect to %s:%d timed out" % (self.host, self.port), TIMEOUT)
-        client = MQTTClient(reader, writer, on_message=self.on_message, **self.client_kw)
-        will = self.will() if callable(self.will) else self.will
-        try:
-            await client.connect(self.client_id, self.keepalive, self.clean_session, will, self.user,
-                                 self.password, self.connect_timeout)
-        except BaseException:
-            await client.close(disconnect=False)
-            raise
-        return client
-
-    async def _session(self):
-        # One connection from attempt to end; return the error that ended it (None: stopped).
-        self._set(CONNECTING)
-        try:
-            client = await self._open()
-        except (MQTTError, OSError) as e:
-            return e
-        self.client = client
-        self.connects += 1
-        self._set(CONNECTED)
-        began = ticks_ms()
-        try:
-            if self.on_connect is not None:
-                await self.on_connect(client)
-            err = await client.wait_dead()
-        except MQTTError as e:  # on_connect could not finish: this session is no good
-            err = e
-        finally:
-            self.client = None
-            await client.close()
-        if ticks_diff(ticks_ms(), began) >= self.stable_s * 1000:
-            self.backoff.reset()
-        if self._stop.is_set():
-            return None
-        self.drops += 1
-        return err
-
     async def run(self):
         """Keep the session up until stop(); never returns before that."""
+        # One function for the whole loop, as each function costs heap on the device.
         self._stop.clear()
+        c = self._c
         while not self._stop.is_set():
-            if not self._network_up():
-                if self.state != NET_DOWN:
-                    self._set(NET_DOWN, "network down")
-                await self._pause(self.net_poll_s)
-                continue
-            err = await self._session()
-            if self._stop.is_set():
-                break
-            if err is not None:
-                self._set(failure_kind(err), err)
-            await self._pause(self.backoff.next())
-        self._set(STOPPED)
+            if not self.board.network_up(self.net_wait_ms):
+                err = "no network"
+                kind = NET_DOWN
+                self.pause_s = self.net_poll_s
+            else:
+                self.state = CONNECTING
+                try:  # one attempt and, if it connects, the session until it ends
+                    r, w = await asyncio.wait_for(self.board.open_connection(self.host, self.port),
+                                                  self.connect_timeout)
+                    will = self.will() if callable(self.will) else self.will
+                    await c.connect(r, w, self.client_id, self.keepalive, self.clean_session, will,
+                                    self.user, self.password)
+                    self.client = c
+                    self.connects += 1
+                    self.state = CONNECTED
+                    began = ticks_ms()
+                    if self.on_connect is not None:
+                        await self.on_connect(c)
+                    err = await c.wait_dead()
+                except asyncio.TimeoutError:  # before OSError, which it is on CPython
+                    err = "TCP connect timed out"
+                except (AgentError, OSError) as e:  # no session, or on_connect could not finish it
+                    err = e
+                finally:
+                    up = self.client is c
+                    self.client = None
+                    await c.close(up)  # DISCONNECT only on a session that came up
+                if self._stop.is_set():
+                    break
+                if up:
+                    self.drops += 1
+                    if ticks_diff(ticks_ms(), began) >= self.stable_s * 1000:
+                        self._ceil = self.backoff[0]
+                # CONNACK codes (3.2.2.3): 4, 5 bad credentials or not authorized; 1, 2 protocol
+                # version or client id rejected; 3 server unavailable. OSError, timeouts: unreachable.
+                code = getattr(err, "code", 0)
+                kind = (AUTH_REFUSED if code in (4, 5) else PROTOCOL_ERROR if code in (1, 2, PROTOCOL)
+                        else BROKER_UNREACHABLE)
+                ceil = self._ceil
+                self._ceil = min(self.backoff[1], ceil * 2)
+                self.pause_s = self.random() * ceil
+            if kind != NET_DOWN or self.state != NET_DOWN:  # an outage counts once, however long
+                self.failures[kind] += 1
+                self.last_error = "%s: %s" % (kind, err)
+            self.state = kind
+            try:  # the pause, cut short by stop()
+                await asyncio.wait_for(self._stop.wait(), self.pause_s)
+            except asyncio.TimeoutError:
+                pass
+        self.state = STOPPED
 
     async def stop(self):
         """Close the session (DISCONNECT: no last will) and make run() return."""
         self._stop.set()
-        client = self.client
-        if client is not None:
-            await client.close()
+        if self.client is not None:
+            await self.client.close()

@@ -13,16 +13,13 @@ read, so a short knock is not missed between samples.
 
 try:
     from micropython import const
-except ImportError:
+except ImportError:  # CPython (tests, tools): const() is the value itself
+    from copy import copy as const  # type: ignore[assignment, no-redef]
 
-    def const(x):  # type: ignore[misc]
-        return x
+from agent.errors import SensorFault
 
-
-from agent.sensor_fault import SensorFault
-
-ADDRESS = const(0x18)  # SA0 tied low
-WHO_AM_I_VALUE = const(0x33)
+_ADDRESS = const(0x18)  # SA0 tied low
+_WHO_AM_I_VALUE = const(0x33)
 
 _WHO_AM_I = const(0x0F)
 _CTRL_REG1 = const(0x20)
@@ -46,20 +43,19 @@ _LIR_INT1 = const(0x08)  # CTRL_REG5: latch INT1 until INT1_SRC is read
 _OR_HIGH_EVENTS = const(0x2A)  # INT1_CFG: ZHIE | YHIE | XHIE, AOI=0 (OR)
 _IA = const(0x40)  # INT1_SRC: an interrupt is active
 
-#: CTRL_REG1 ODR field value for each data rate in Hz (datasheet Table 31).
-RATES = {1: 1, 10: 2, 25: 3, 50: 4, 100: 5, 200: 6, 400: 7}
+#: The data rates in Hz, in the order of their CTRL_REG1 ODR field values 1..7 (datasheet Table 31).
+_RATES = const((1, 10, 25, 50, 100, 200, 400))
 
-STANDARD_GRAVITY = 9.80665  # m/s^2 per g
-_G_PER_DIGIT = 0.001  # HR mode, +-2 g: 1 mg/digit
-_THS_MG = 16  # INT1_THS LSB at +-2 g (datasheet §8.21)
+_G_PER_DIGIT = const(0.001)  # HR mode, +-2 g: 1 mg/digit
+_THS_MG = const(16)  # INT1_THS LSB at +-2 g (datasheet §8.21)
 
 
 class LIS3DH:
     """The accelerometer at `address` on `i2c`; call setup() before reading."""
 
-    def __init__(self, i2c, address=ADDRESS, rate_hz=50):
-        if rate_hz not in RATES:
-            raise ValueError("LIS3DH rate must be one of %s Hz" % sorted(RATES))
+    def __init__(self, i2c, address=_ADDRESS, rate_hz=50):
+        if rate_hz not in _RATES:
+            raise ValueError("LIS3DH rate must be one of [1, 10, 25, 50, 100, 200, 400] Hz")
         self._i2c = i2c
         self._addr = address
         self.rate_hz = rate_hz
@@ -81,19 +77,18 @@ class LIS3DH:
             raise SensorFault("lis3dh_io", "read 0x%02x: %s" % (reg, exc), True)
         return self._one[0]
 
-    def probe(self):
-        """Check the chip answers with its identity; SensorFault lis3dh_missing / lis3dh_bad_id if not."""
+    def setup(self):
+        """Check the chip's identity, then start measuring: chosen rate, XYZ on, high resolution, +-2 g, BDU.
+
+        SensorFault "lis3dh_missing" when nothing answers, "lis3dh_bad_id" when WHO_AM_I is wrong.
+        """
         try:
             self._i2c.readfrom_mem_into(self._addr, _WHO_AM_I, self._one)
         except OSError as exc:
             raise SensorFault("lis3dh_missing", "no answer at 0x%02x: %s" % (self._addr, exc))
-        if self._one[0] != WHO_AM_I_VALUE:
+        if self._one[0] != _WHO_AM_I_VALUE:
             raise SensorFault("lis3dh_bad_id", "WHO_AM_I=0x%02x, expected 0x33" % self._one[0])
-
-    def setup(self):
-        """Probe, then start measuring: chosen rate, XYZ on, high resolution, +-2 g, BDU."""
-        self.probe()
-        self._write(_CTRL_REG1, (RATES[self.rate_hz] << 4) | _XYZ_EN)
+        self._write(_CTRL_REG1, ((_RATES.index(self.rate_hz) + 1) << 4) | _XYZ_EN)
         self._write(_CTRL_REG4, _BDU_HR_2G)
 
     def read_raw(self):
@@ -115,12 +110,6 @@ class LIS3DH:
         """Acceleration (x, y, z) in g."""
         r = self.read_raw()
         return (r[0] * _G_PER_DIGIT, r[1] * _G_PER_DIGIT, r[2] * _G_PER_DIGIT)
-
-    def read_ms2(self):
-        """Acceleration (x, y, z) in m/s^2."""
-        k = _G_PER_DIGIT * STANDARD_GRAVITY
-        r = self.read_raw()
-        return (r[0] * k, r[1] * k, r[2] * k)
 
     def enable_activity_int(self, threshold_mg=160, duration_samples=1):
         """Route a latched, high-passed "any axis moved more than threshold" interrupt to INT1."""

@@ -2,39 +2,44 @@
 
 Tilt. At rest the accelerometer measures only gravity, a vector of 1 g fixed in the street. When the
 cover tilts, that vector turns in the chip's frame by the same angle. calibrate() records the baseline
-vector b (mean of N samples at rest, after installation); the tilt is the angle between b and the
-current gravity estimate a:  tilt = atan2(|a x b|, a . b)  (in degrees). atan2 of cross and dot
-product is used instead of acos(a.b / |a||b|) because acos loses precision near 0 degrees, exactly
-where the alarm threshold sits. The mounting orientation does not matter: no axis has to be vertical.
+vector b (mean of N samples at rest, after installation; agent/calibrate.py); the tilt is the angle
+between b and the current gravity estimate a:  tilt = atan2(|a x b|, a . b)  (in degrees). atan2 of
+cross and dot product is used instead of acos(a.b / |a||b|) because acos loses precision near 0 degrees,
+exactly where the alarm threshold sits. The mounting orientation does not matter: no axis has to be
+vertical.
 
-The gravity estimate is a low-pass (exponential mean, weight `alpha`) of samples whose magnitude is
-within `rest_band_g` of 1 g: a sample during a knock or a lift measures motion plus gravity, so it
+The gravity estimate is a low-pass (exponential mean, weight ALPHA = 0.3) of samples whose magnitude is
+within REST_BAND_G = 0.1 g of 1 g: a sample during a knock or a lift measures motion plus gravity, so it
 does not move the tilt estimate.
 
 Events. |a| far below 1 g means the cover is falling or being yanked up (free fall reads 0 g): a
-"lift" event below `lift_g`. |a| far above 1 g is a blow (a lorry wheel on a loose cover): an
-"impact" above `impact_g`; the chip's +-2 g range clips each axis at 2 g, so the magnitude saturates
-at 2*sqrt(3) g. One event per excursion, with its magnitude in m/s^2; the excursion ends when |a| is
-back within `rest_band_g` of 1 g.
+"lift" event below LIFT_G = 0.4 g. |a| far above 1 g is a blow (a lorry wheel on a loose cover): an
+"impact" above IMPACT_G = 1.6 g; the chip's +-2 g range clips each axis at 2 g, so the magnitude
+saturates at 2*sqrt(3) g. One event per excursion, with its magnitude in m/s^2; the excursion ends when
+|a| is back within the rest band of 1 g.
 
-Wake-up. The LIS3DH activity interrupt (INT1, latched) fires on any change above `wake_mg`. Its handler
-sets `woken` and an asyncio ThreadSafeFlag (`flag`, None where asyncio lacks it, as in CPython) that
-the sampler awaits besides its timer, so a lift is sampled at once even on the slow schedule.
+Wake-up. The LIS3DH activity interrupt (INT1, latched) fires on any change above WAKE_MG = 160 mg. Its
+handler sets `woken` and an asyncio ThreadSafeFlag (`flag`, None where asyncio lacks it, as in CPython)
+that the sampler awaits besides its timer, so a lift is sampled at once even on the slow schedule.
 """
 
 import math
 
-from agent.sensing import MANHOLE, Sensor
-from agent.sensor_fault import SensorFault
+from agent.errors import SensorFault
+from agent.sensing import Sensor
 
-G = 9.80665  # m/s^2 per g
-LIFT_G = 0.4
-IMPACT_G = 1.6
-REST_BAND_G = 0.1
-ALPHA = 0.3
-WAKE_MG = 160
-TILT_MOVING_DEG = 0.5  # a change per sample larger than this counts as moving
-CAL_SAMPLES = 32
+try:
+    from micropython import const
+except ImportError:  # CPython (tests, tools): const() is the value itself
+    from copy import copy as const  # type: ignore[assignment, no-redef]
+
+_G = const(9.80665)  # m/s^2 per g
+_LIFT_G = const(0.4)
+_IMPACT_G = const(1.6)
+_REST_BAND_G = const(0.1)
+_ALPHA = const(0.3)
+_WAKE_MG = const(160)
+_TILT_MOVING_DEG = const(0.5)  # a change per sample larger than this counts as moving
 
 
 def tilt_deg(a, b):
@@ -46,45 +51,19 @@ def tilt_deg(a, b):
     return math.degrees(math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), dot))
 
 
-def _make_flag():
-    try:
-        from asyncio import ThreadSafeFlag
-    except ImportError:
-        return None
-    return ThreadSafeFlag()
-
-
-def _sleep_ms(ms):
-    try:
-        from time import sleep_ms
-    except ImportError:
-        from time import sleep
-
-        sleep(ms / 1000)
-        return
-    sleep_ms(ms)
-
-
 class ManholeSensor(Sensor):
     """Tilt and lift/impact from `accel` (an LIS3DH); `int_pin` is its INT1 line or None."""
 
-    KIND = MANHOLE
+    KIND = "manhole-tilt"
     FAST_MS = 100
     SLOW_MS = 10000
 
-    def __init__(self, accel, int_pin=None, calibration=None, lift_g=LIFT_G, impact_g=IMPACT_G,
-                 rest_band_g=REST_BAND_G, alpha=ALPHA, wake_mg=WAKE_MG, sleep=None):
+    def __init__(self, accel, int_pin=None, calibration=None):
         Sensor.__init__(self)
         cal = calibration or {}
         self.base = (cal.get("base_x", 0.0), cal.get("base_y", 0.0), cal.get("base_z", 1.0))
         self._accel = accel
         self._pin = int_pin
-        self.lift_g = lift_g
-        self.impact_g = impact_g
-        self.rest_band_g = rest_band_g
-        self.alpha = alpha
-        self.wake_mg = wake_mg
-        self._sleep = sleep or _sleep_ms
         self._ready = False
         self._gravity = None  # low-passed gravity vector in g, a list reused
         self._excursion = None  # "lift" / "impact" while one lasts
@@ -92,7 +71,14 @@ class ManholeSensor(Sensor):
         self._changing = False
         self.woken = False
         self.wakes = 0
-        self.flag = _make_flag() if int_pin is not None else None
+        self.flag = None
+        if int_pin is not None:
+            try:
+                from asyncio import ThreadSafeFlag
+
+                self.flag = ThreadSafeFlag()
+            except ImportError:  # CPython's asyncio: the sampler sees `woken` at its next sample
+                pass
         self._handler = self._on_int  # bound once: the IRQ must not allocate
 
     def _on_int(self, pin):
@@ -106,7 +92,7 @@ class ManholeSensor(Sensor):
         self._ready = False
         self._accel.setup()
         if self._pin is not None:
-            self._accel.enable_activity_int(self.wake_mg)
+            self._accel.enable_activity_int(_WAKE_MG)
             self._pin.irq(trigger=self._pin.IRQ_RISING, handler=self._handler)
         self._ready = True
 
@@ -124,62 +110,37 @@ class ManholeSensor(Sensor):
             self.fault = fault.code
             raise
         mag = math.sqrt(x * x + y * y + z * z)
-        self._values["accel"] = mag * G
-        self._track_events(mag)
-        if abs(mag - 1.0) <= self.rest_band_g:
-            g = self._gravity
-            if g is None:
-                self._gravity = [x, y, z]
-            else:
-                a = self.alpha
-                g[0] += a * (x - g[0])
-                g[1] += a * (y - g[1])
-                g[2] += a * (z - g[2])
-            tilt = tilt_deg(self._gravity, self.base)
-            self._values["tilt"] = tilt
-            prev = self._tilt_prev
-            self._changing = prev is not None and abs(tilt - prev) > TILT_MOVING_DEG
-            self._tilt_prev = tilt
-        else:
-            self._changing = True
-
-    def _track_events(self, mag):
-        if mag < self.lift_g:
-            kind = "lift"
-        elif mag > self.impact_g:
-            kind = "impact"
-        else:
-            kind = None
+        self._values["accel"] = mag * _G
+        rest = abs(mag - 1.0) <= _REST_BAND_G
+        kind = "lift" if mag < _LIFT_G else "impact" if mag > _IMPACT_G else None
         if kind is not None and kind != self._excursion:
-            self._event(kind, mag * G)
+            self._event(kind, mag * _G)
             self._excursion = kind
-        elif kind is None and abs(mag - 1.0) <= self.rest_band_g:
+        elif kind is None and rest:
             self._excursion = None
+        if not rest:
+            self._changing = True
+            return
+        g = self._gravity
+        if g is None:
+            self._gravity = [x, y, z]
+        else:
+            g[0] += _ALPHA * (x - g[0])
+            g[1] += _ALPHA * (y - g[1])
+            g[2] += _ALPHA * (z - g[2])
+        tilt = tilt_deg(self._gravity, self.base)
+        self._values["tilt"] = tilt
+        prev = self._tilt_prev
+        self._changing = prev is not None and abs(tilt - prev) > _TILT_MOVING_DEG
+        self._tilt_prev = tilt
 
     def changing(self):
         """Moving while the tilt changes, during an excursion, or after a wake-up not yet sampled."""
         return self._changing or self._excursion is not None or self.woken
 
-    def calibrate(self, samples=CAL_SAMPLES):
-        """Record the baseline orientation: mean of `samples` readings at rest (about 20 ms apart).
 
-        Raises SensorFault "manhole_not_at_rest" when the mean is not close to 1 g (the cover moved).
-        """
-        if not self._ready:
-            self.setup()
-        sx = sy = sz = 0.0
-        for _ in range(samples):
-            x, y, z = self._accel.read_g()
-            sx += x
-            sy += y
-            sz += z
-            self._sleep(20)
-        bx, by, bz = sx / samples, sy / samples, sz / samples
-        mag = math.sqrt(bx * bx + by * by + bz * bz)
-        if abs(mag - 1.0) > self.rest_band_g:
-            raise SensorFault("manhole_not_at_rest", "mean |a| = %.2f g" % mag, True)
-        self.base = (bx, by, bz)
-        self._gravity = [bx, by, bz]
-        self._tilt_prev = None
-        self._values["tilt"] = 0.0
-        return {"base_x": bx, "base_y": by, "base_z": bz}
+def make(board, calibration):
+    """The sensor of a manhole-tilt node (make_sensor()): the LIS3DH on the board's I2C, its INT1 pin."""
+    from agent.lis3dh import LIS3DH
+
+    return ManholeSensor(LIS3DH(board.i2c()), board.accel_int_pin(), calibration)

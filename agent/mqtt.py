@@ -1,455 +1,444 @@
-"""MQTTClient: one MQTT 3.1.1 session over an asyncio stream pair, for MicroPython and CPython alike.
+"""MQTTClient: MQTT 3.1.1 over an asyncio stream pair, QoS 0 and 1, for MicroPython and CPython alike.
 
-The client does not open sockets. Its owner (agent/link.py) opens the connection through the board and
-hands over (reader, writer); the client owns them from then on and `close()` must always be awaited.
-TLS is the owner's choice of stream: on MicroPython
+Section numbers are MQTT 3.1.1 (OASIS standard, 2014). One client serves every session of a node: it is
+built once, with its buffers, and `connect(reader, writer, ...)` starts each session on streams its owner
+(agent/link.py) opened through the board; `close()` ends it and must always be awaited. TLS is the
+owner's choice of stream: on MicroPython
 
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cadata=ca_der)       # verify the broker (CERT_REQUIRED is the default)
     reader, writer = await asyncio.open_connection(host, 8883, ssl=ctx)
 
-(CPython: `ssl.create_default_context(cafile=...)` in the same place) and this module is unchanged.
-On MicroPython reader and writer are the same Stream object; only read/readinto/write/drain/
-wait_closed are used, and `readinto` when present so received bytes land in the preallocated buffer.
+Of the streams only readinto/write/drain/close/wait_closed are used, as MicroPython's asyncio Stream
+has them (one object for both directions); CPython's StreamReader/StreamWriter pair needs a thin
+adapter (the unit tests have one).
 
-Memory: one receive and one send buffer of `max_packet` bytes, allocated here; a window of `window`
-QoS 1 slots that keep references to (topic, payload), so a payload must not be changed until acked.
-An incoming PUBLISH larger than the receive buffer is skipped (and acked for QoS 1), counted in
-`oversized`; any other oversized packet is a protocol error.
+Memory: one receive and one send buffer of `max_packet` bytes, allocated once, and `window` QoS 1
+slots that keep references to (topic, payload): a payload must not change until acked. Packets are
+encoded into the send buffer and read into the receive buffer (`readinto` on MicroPython), so a message
+allocates next to nothing. An incoming PUBLISH larger than the receive buffer is read through and
+dropped (acked for QoS 1), counted in `oversized`; any other packet that large is a protocol error.
 
-Liveness: a supervisor task sends PINGREQ when nothing was sent or nothing received for 3/4 of the
-keepalive, declares the connection dead when nothing arrived for 1.5 keepalives (the server's own rule,
-3.1.2.10) and retransmits unacked QoS 1 PUBLISH with DUP (3.3.1.1) every `retry_s`, giving up after
-`max_retries`. Every send is bounded by `io_timeout` (the supervisor cancels a stalled drain: a
-wait_for per message would allocate ~900 bytes on MicroPython) and every read by the keepalive rule,
-so nothing waits forever. Death of any kind sets `error` and wakes `wait_dead()`; nothing is retried
-here (that is the link's policy).
+Liveness: a supervisor task sends PINGREQ when nothing went out, or nothing came in, for 3/4 of the
+keepalive, declares the session dead when nothing arrived for 1.5 keepalives (the server's own rule,
+3.1.2.10) and retransmits an unacked QoS 1 PUBLISH with DUP (3.3.1.1) every `retry_s`, giving up after
+`max_retries`. It also ends a send stalled longer than `io_timeout` (a wait_for per message would
+allocate ~900 bytes on MicroPython); every read is bounded by the keepalive rule, so nothing waits
+forever. Death of any kind sets `error` and wakes every waiter; nothing is retried here (that is the
+link's policy).
 
-Errors are MQTTError with a `code` (agent/mqtt_packet.py): mp.TIMEOUT, mp.LOST, mp.WINDOW_FULL or the
-CONNACK refusal; MQTTProtocolError for what the broker got wrong.
+Errors: AgentError with a `code`: a CONNACK refusal (3.2.2.3: 1 protocol version, 2 client id, 3
+server unavailable, 4 bad user name or password, 5 not authorized), TIMEOUT, LOST, WINDOW_FULL,
+PROTOCOL (the broker broke the protocol; the session is closed, 4.8) or 0 (a bad argument from our
+own caller). Messages are few and short: each distinct one costs heap on the device.
 """
 
 import asyncio
-import time
 
-from agent import mqtt_packet as mp
-from agent.mqtt_packet import LOST, PUBACK, TIMEOUT, MQTTError, MQTTProtocolError
+from agent.errors import AgentError
 
-# MicroPython's wrapping millisecond clock; on CPython a monotonic one that does not wrap.
-# CPython >= 3.12 also keeps a view of the written buffer until it is sent; we reuse ours at once.
-_COPY_ON_WRITE = not hasattr(time, "ticks_ms")
-ticks_ms = getattr(time, "ticks_ms", None)
-ticks_diff = getattr(time, "ticks_diff", None)
-if _COPY_ON_WRITE:
+try:
+    from time import ticks_diff, ticks_ms
+
+    from micropython import const
+except ImportError:  # CPython, for the unit tests: a clock that does not wrap, every const an int
+    from time import monotonic_ns  # type: ignore[attr-defined]
+
+    const = int
     ticks_diff = int.__sub__
+    ticks_ms = lambda: monotonic_ns() // 1000000  # noqa: E731
 
-    def ticks_ms():
-        return getattr(time, "monotonic_ns")() // 1000000
+# Error codes after the CONNACK refusals (3.2.2.3).
+TIMEOUT = const(6)  # the broker did not answer in time
+LOST = const(7)  # the session is closed or dead; nothing more goes out on it
+WINDOW_FULL = const(8)  # every QoS 1 slot is taken: wait for an ack and publish again
+PROTOCOL = const(9)  # the broker sent what MQTT 3.1.1 does not allow
+# Remaining length of each packet type the server may send but PUBLISH (2.2, 3.x.1), indexed by the
+# type; 0xFF: a type the server never sends to a QoS 0/1 client.
+_SIZES = b"\xff\xff\x02\xff\x02\xff\xff\xff\xff\x03\xff\x02\xff\x00\xff\xff"
+_SUB_PID = const(0xFFFF)  # SUBSCRIBE's id; PUBLISH takes 1..0xFFFE, so they never collide (2.3.1)
 
 
-def _fail(code, why):
-    # LOST: the connection is gone; TIMEOUT: the broker did not answer (what was awaited is `why`).
-    return MQTTError("%s: %s" % ("connection lost" if code == LOST else "no answer from the broker", why), code)
+def _error(message, code=0):
+    # The client's errors are AgentError with a `code` (module docstring): a class of its own would
+    # cost ~300 bytes of heap more.
+    e = AgentError(message)
+    e.code = code  # type: ignore[attr-defined]
+    return e
+
+
+def _topic_name(topic):
+    # Topic names go out as UTF-8 (1.5.3), never empty (4.7.3), without wildcards (4.7.1) or U+0000.
+    t = topic.encode() if isinstance(topic, str) else topic
+    for c in t or b"#":
+        if c in b"#+\x00":
+            raise _error("bad arg %r" % (topic,))
+    return t
 
 
 class MQTTClient:
-    """One MQTT connection on (reader, writer). `on_message(topic, payload, retained)` gets memoryviews
-    valid only during the call; it may be a coroutine function, awaited before the PUBACK goes out."""
+    """MQTT sessions, one at a time. `on_message(topic, payload, retained)` gets memoryviews valid only
+    during the call; it may be a coroutine function, awaited before the PUBACK goes out."""
 
-    def __init__(self, reader, writer, max_packet=1024, window=4, retry_s=5.0, max_retries=3,
-                 io_timeout=10.0, on_message=None):
-        self._r = reader
-        self._w = writer
-        self._readinto = getattr(reader, "readinto", None)
+    def __init__(self, max_packet=1100, window=4, retry_s=5, max_retries=3, io_timeout=10,
+                 on_message=None, max_header=320):
+        # Receive: a whole command (payload up to 1024 B, SPEC.md "Limits", plus topic and header).
+        # Send: only headers, topics and CONNECT's strings go through _tx (a payload is written as it
+        # is), so it needs room for the longest CONNECT: client id, will, user and password.
         self._rx = bytearray(max_packet)
-        self._rxv = memoryview(self._rx)
-        self._start = 0  # unconsumed bytes are _rx[_start:_end]
-        self._end = 0
-        self._tx = bytearray(max_packet)
-        self._txv = memoryview(self._tx)
+        self._rv = memoryview(self._rx)
+        self._tx = bytearray(min(max_packet, max_header))
+        self._tv = memoryview(self._tx)
         self.on_message = on_message
-        self.io_timeout = io_timeout
-        self._io_ms = int(io_timeout * 1000)
-        self._tx_free = asyncio.Event()
-        self._drainer = None  # the task in _drain, watched by the supervisor
-        self._drain_at = 0
-        self._stalled = None
-        self._retry_ms = int(retry_s * 1000)
+        self._io = int(io_timeout * 1000)
+        self._retry = int(retry_s * 1000)
         self.max_retries = max_retries
-        # QoS 1 in-flight window: parallel lists, pid 0 = free slot
+        # The QoS 1 window, as parallel lists: packet id (0: a free slot), topic, payload, the PUBLISH's
+        # first byte plus 256 per retransmission, when it was last sent.
         self._pid = [0] * window
-        self._topic = [None] * window
-        self._payload = [None] * window
-        self._retain = [False] * window
-        self._sent = [0] * window
-        self._tries = [0] * window
-        self._last_pid = 0
-        self._ack_evt = asyncio.Event()
-        self._sub_evt = asyncio.Event()
-        self._sub_lock = asyncio.Lock()
-        self._sub_pid = 0
-        self._sub_result = -1
-        self._dead = asyncio.Event()
-        self._tasks = []
-        self._ka_ms = 0
-        self._last_rx = self._last_tx = self._ping_at = ticks_ms()
-        self.error = None  # why the connection ended, once it has
-        self.session_present = False
-        self.sent = self.received = self.retransmits = self.refused = self.oversized = 0
-        self.pings = self.stray_acks = 0
+        self._top = [None] * window
+        self._pay = [None] * window
+        self._first = [0] * window
+        self._asked = ticks_ms()  # when we last asked for an answer: CONNECT, SUBSCRIBE or PINGREQ
+        self._sent = [self._asked] * window
+        self._last = 0  # the last packet id given out
+        self._ev = asyncio.Event()  # set on every change of state; each waiter checks its own condition
+        self._n = 0  # sessions started: a waiter from an earlier one must not take this one's state
+        self._drainer = None  # the task sending now (one at a time), watched by the supervisor
+        # The awaited CONNACK or SUBACK: -2 waiting for CONNACK, -1 for SUBACK, then its return code.
+        self._ack = 0
+        self.error = _error("closed", LOST)  # why the session ended, once it has
+        self.pings = self.retransmits = self.refused = self.oversized = 0
 
-    # ---- sending -------------------------------------------------------------------------------
+    # ---- sending --------------------------------------------------------------------------------
 
-    def _write(self, data):
-        # Synchronous: the stream takes (or copies) the bytes now, so _tx is free again on return.
+    async def _send(self, first, args=(), raw=b"", timeout=None):
+        # One packet: fixed header (2.2), then each of `args` (an int as a u16, 1.5.2; str or bytes as
+        # a length-prefixed string, 1.5.3), then `raw` as it is (a payload or SUBSCRIBE's QoS).
+        # `timeout` (s): a wait_for on the drain, for the supervisor, which cannot watch itself.
+        while self._drainer is not None:  # a MicroPython stream drops what is written while it drains
+            self._ev.clear()
+            await self._ev.wait()
         if self.error is not None:
-            raise _fail(LOST, self.error)
-        try:
-            self._w.write(bytes(data) if _COPY_ON_WRITE else data)
-        except OSError as e:
-            err = _fail(LOST, e)
-            self._die(err)
-            raise err
-        self._last_tx = ticks_ms()
-
-    async def _drain(self):
-        # No wait_for here: on MicroPython it allocates ~900 bytes per call. The supervisor watches
-        # _drain_at instead and cancels a drain stalled past io_timeout. One drainer at a time (a
-        # MicroPython stream takes one waiting writer); _drainer is the lock, as `async with Lock`
-        # would allocate ~600 bytes per message.
-        while self._drainer is not None:
-            self._tx_free.clear()
-            await self._tx_free.wait()
+            raise _error("lost: %s" % (self.error,), LOST)
+        tx = self._tx
+        i = 5  # the body goes after room for the largest fixed header, which goes in once it is known
+        for f in args:
+            s = None
+            if not isinstance(f, int):
+                s = f.encode() if isinstance(f, str) else f
+                f = len(s)
+            if not 0 <= f <= 0xFFFF or i + 2 + (0 if s is None else f) > len(tx):
+                raise _error("bad arg %r" % (f,))  # a u16 out of range, or too long for _tx
+            tx[i] = f >> 8
+            tx[i + 1] = f & 0xFF
+            i += 2
+            if s is not None:
+                tx[i : i + f] = s
+                i += f
+        n = i - 5 + len(raw)  # remaining length (2.2.3), 7 bits a byte
+        start = 3 - (n > 127) - (n > 16383) - (n > 2097151)
+        tx[start] = first
+        j = start + 1
+        while True:
+            tx[j] = n & 0x7F | (0x80 if n > 127 else 0)
+            n >>= 7
+            if not n:
+                break
+            j += 1
+        if len(raw) <= len(tx) - i:  # one write, one segment
+            tx[i : i + len(raw)] = raw
+            i += len(raw)
+            raw = b""
         self._drainer = asyncio.current_task()
-        self._drain_at = ticks_ms()
+        self._at = ticks_ms()
+        w = self._w
         try:
-            await self._w.drain()
-        except asyncio.CancelledError:
-            if self._stalled is None:
-                raise  # our caller's cancel, not ours
-            err = self._stalled
-        except OSError as e:
-            err = _fail(LOST, e)
-        else:
-            self.sent += 1
+            for v in (self._tv[start:i], raw):
+                if v:  # the stream takes or copies it now: _tx is reused at once
+                    w.write(v)
+            if timeout:
+                await asyncio.wait_for(w.drain(), timeout)
+            else:
+                await w.drain()
             return
+        except asyncio.CancelledError:
+            if self.error is None:
+                raise  # our caller's cancel, not the supervisor's
+            e = self.error
+        except (OSError, asyncio.TimeoutError) as x:
+            e = x
         finally:
             self._drainer = None
-            self._tx_free.set()
-        self._die(err)
-        raise err
+            self._ev.set()
+        self._die(e)
+        raise _error("lost: %s" % (e,), LOST)
 
-    async def _send(self, n):
-        self._write(self._txv[:n])
-        await self._drain()
+    # ---- receiving ------------------------------------------------------------------------------
 
-    def _write_publish(self, topic, payload, qos, retain, dup, pid):
-        n = mp.publish_header(self._tx, topic, len(payload), qos, retain, dup, pid)
-        end = n + len(payload)
-        if end <= len(self._tx):  # one write, one segment
-            self._tx[n:end] = payload
-            self._write(self._txv[:end])
-        else:
-            self._write(self._txv[:n])
-            self._write(payload)
+    async def _read(self, end):
+        # Exactly `end` bytes (at most the buffer) into _rx[:end].
+        i = 0
+        while i < end:
+            k = await self._r.readinto(self._rv[i:end])
+            if k == 0:
+                raise _error("EOF", LOST)  # the broker closed the connection
+            i += k or 0  # None: woken without data (MicroPython, EAGAIN)
 
-    # ---- receiving -----------------------------------------------------------------------------
-
-    async def _read_into(self, off, limit):
-        # Read at most `limit` bytes into _rx[off:]; return how many (never 0: EOF raises).
-        while True:
-            if self._readinto is not None:
-                n = await self._readinto(self._rxv[off : off + limit])
-            else:
-                data = await self._r.read(limit)
-                n = len(data)
-                self._rx[off : off + n] = data
-            if n is None:  # MicroPython: woken without data (EAGAIN)
-                continue
-            if n == 0:
-                raise _fail(LOST, "closed by the broker")
-            self.received += n
-            return n
-
-    def _compact(self):
-        # Move unconsumed bytes to the front of _rx; return by how much they moved.
-        shift = self._start
-        if shift:
-            n = self._end - shift
-            self._rx[:n] = self._rxv[shift : self._end]
-            self._start = 0
-            self._end = n
-        return shift
-
-    async def _fill(self):
-        if self._end == len(self._rx):
-            self._compact()
-        self._end += await self._read_into(self._end, len(self._rx) - self._end)
-
-    async def _next_packet(self):
-        """Wait for a whole packet -> (first byte, body offset, body length); valid until the next call."""
+    async def _reader(self):
+        # Read packets and act on them until the session ends. Nothing from the wire is trusted.
         rx = self._rx
-        while True:
-            if self._end - self._start >= 2:
-                head = mp.decode_varint(rx, self._start + 1, self._end)
-                if head is not None:
-                    length, body = head
-                    first = rx[self._start]
-                    mp.check_header(first, length)
-                    if body - self._start + length > len(rx):
-                        await self._skip(first, body, length)
-                        continue
-                    if self._end >= body + length:
-                        self._start = body + length
-                        self._last_rx = ticks_ms()
-                        return first, body, length
-                    if body + length > len(rx):
-                        self._compact()
-                        continue
-            elif self._start == self._end:
-                self._start = self._end = 0
-            await self._fill()
-
-    async def _skip(self, first, body, length):
-        # An incoming packet larger than _rx: never allocate for it, read it through and drop it.
-        self.oversized += 1
-        if first & 0xF0 != mp.PUBLISH:
-            raise MQTTProtocolError("packet 0x%02x too long (%d bytes)" % (first, length))
-        body -= self._compact()
-        pid = 0
-        if first & 0x06:  # QoS 1: the packet id follows the topic; it must fit to be acked
-            while True:
-                have = self._end - body
-                if have >= 2:
-                    need = 4 + ((self._rx[body] << 8) | self._rx[body + 1])
-                    if need > length or body + need > len(self._rx):
-                        raise MQTTProtocolError("packet 0x%02x too long (%d bytes)" % (first, length))
-                    if have >= need:
-                        pid = mp.decode_ack(self._rx, body + need - 2)
-                        break
-                await self._fill()
-        left = length - (self._end - body)
-        self._start = self._end = 0
-        while left:
-            left -= await self._read_into(0, min(left, len(self._rx)))
-        self._last_rx = ticks_ms()
-        if pid:
-            await self._send(mp.short_packet(self._tx, PUBACK, pid))
-
-    async def _read_loop(self):
-        rx = self._rx
+        size = len(rx)
         try:
             while True:
-                first, body, length = await self._next_packet()
-                kind = first & 0xF0
-                if kind == mp.PUBLISH:
-                    topic_end, pid, payload = mp.decode_publish(first, rx, body, length)
-                    cb = self.on_message
-                    if cb is not None:
-                        r = cb(self._rxv[body + 2 : topic_end], self._rxv[payload : body + length], bool(first & 1))
-                        if r is not None and hasattr(r, "send"):  # a coroutine (CPython), generator (MicroPython)
-                            await r
+                await self._read(1)
+                first = rx[0]
+                kind = first >> 4
+                qos = first >> 1 & 3
+                n = shift = 0
+                while True:  # remaining length (2.2.3)
+                    await self._read(1)
+                    n |= (rx[0] & 0x7F) << shift
+                    if rx[0] < 0x80:
+                        break
+                    shift += 7
+                    if shift > 21:
+                        raise _error("bad 0x%02x" % first, PROTOCOL)
+                if kind == 3:  # PUBLISH: not QoS 3 (3.3.1.2), no DUP at QoS 0 (3.3.1.1), room for topic, id
+                    bad = qos == 3 or not qos and first & 8 or n < (4 if qos else 2)
+                else:  # the others: fixed flags and length
+                    bad = first & 0x0F or n != _SIZES[kind]
+                if bad or (kind == 2) != (self._ack == -2):  # CONNACK first, and only then (3.2.0)
+                    raise _error("bad 0x%02x" % first, PROTOCOL)
+                await self._read(min(n, size))
+                pid = rx[0] << 8 | rx[1]  # an ack's packet id (2.3.1)
+                if kind == 3:  # PUBLISH (3.3): topic rx[2:end], packet id if QoS 1, payload rx[start:n]
+                    end = 2 + (rx[0] << 8 | rx[1])
+                    start = end + (2 if qos else 0)
+                    pid = rx[end] << 8 | rx[end + 1] if qos and start <= size else 0
+                    if end == 2 or start > min(n, size) or qos and not pid:  # 4.7.3, 2.3.1
+                        raise _error("bad 0x%02x" % first, PROTOCOL)
+                    if n > size:  # larger than the buffer: read through it, never allocate for it
+                        self.oversized += 1
+                        n -= size
+                        while n:
+                            await self._read(min(n, size))
+                            n -= min(n, size)
+                    else:
+                        for i in range(2, end):
+                            if rx[i] in b"#+\x00":  # 3.3.2.1, 1.5.3
+                                raise _error("bad 0x%02x" % first, PROTOCOL)
+                        cb = self.on_message
+                        if cb is not None:
+                            r = cb(self._rv[2:end], self._rv[start:n], bool(first & 1))
+                            if hasattr(r, "send"):  # a coroutine (CPython), a generator (MicroPython)
+                                await r
                     if pid:
-                        await self._send(mp.short_packet(self._tx, PUBACK, pid))
-                elif kind == mp.PUBACK:
-                    i = self._slot(mp.decode_ack(rx, body))
-                    if i < 0:
-                        self.stray_acks += 1  # the ack of a retransmitted duplicate, or the broker's mistake
-                        continue
+                        await self._send(0x40, (pid,))  # PUBACK (3.4)
+                elif kind == 2:  # CONNACK: reserved flags (3.2.2.1), codes (3.2.2.3), session (3.2.2.2)
+                    if rx[0] & 0xFE or rx[1] > 5 or rx[0] and rx[1]:
+                        raise _error("bad 0x%02x" % first, PROTOCOL)
+                    self.session_present = rx[0] == 1
+                    self._ack = rx[1]
+                elif kind != 13 and not pid:
+                    raise _error("bad 0x%02x" % first, PROTOCOL)
+                elif kind == 4 and pid in self._pid:  # PUBACK (else a duplicate's ack: ignored)
+                    i = self._pid.index(pid)
                     self._pid[i] = 0
-                    self._topic[i] = self._payload[i] = None
-                    self._ack_evt.set()
-                elif kind == mp.SUBACK:
-                    pid, code = mp.decode_suback(rx, body, length)
-                    if pid != self._sub_pid:
-                        raise MQTTProtocolError("SUBACK for packet %d, expected %d" % (pid, self._sub_pid))
-                    self._sub_result = code
-                    self._sub_evt.set()
-                elif kind == mp.CONNACK:
-                    raise MQTTProtocolError("second CONNACK (3.2.0)")
-                # PINGRESP (and an UNSUBACK, never asked for): its arrival (_last_rx) is all that counts
-        except (MQTTError, OSError) as e:
+                    self._top[i] = self._pay[i] = None
+                elif kind == 9:  # SUBACK (3.9.3)
+                    if pid != _SUB_PID or self._ack != -1 or rx[2] not in (0, 1, 2, 0x80):
+                        raise _error("bad 0x%02x" % first, PROTOCOL)
+                    self._ack = rx[2]
+                # PINGRESP (and UNSUBACK, never asked for): its arrival (_heard) is all that counts
+                self._heard = ticks_ms()
+                self._ev.set()
+        except (AgentError, OSError) as e:
             self._die(e)
 
-    # ---- liveness --------------------------------------------------------------------------------
+    # ---- liveness -------------------------------------------------------------------------------
 
     async def _supervise(self):
-        ka = self._ka_ms
-        tick = max(20, min(1000, self._retry_ms // 4, (ka // 4) if ka else 1000))
+        ka = self._ka
+        tick = max(20, min(1000, self._retry // 4, ka // 4 if ka else 1000)) / 1000
         try:
             while True:
-                await asyncio.sleep(tick / 1000)
+                await asyncio.sleep(tick)
                 now = ticks_ms()
-                if ka:
-                    quiet = ticks_diff(now, self._last_rx)
-                    if quiet > ka * 3 // 2:
-                        raise _fail(TIMEOUT, "silent for %d ms" % quiet)
-                    ping_due = ticks_diff(now, self._last_tx) >= ka * 3 // 4 or (
-                        quiet >= ka * 3 // 4 and ticks_diff(self._ping_at, self._last_rx) < 0)
-                    if ping_due:
-                        self._ping_at = now
-                        self.pings += 1
-                        self._write(self._txv[: mp.short_packet(self._tx, mp.PINGREQ)])
-                        await self._bounded_drain()
-                if self._drainer is not None and ticks_diff(now, self._drain_at) > self._io_ms:
-                    self._stalled = _fail(TIMEOUT, "send")
-                    self._drainer.cancel()
-                    raise self._stalled
-                await self._retransmit(now)
-        except (MQTTError, OSError) as e:
+                quiet = ticks_diff(now, self._heard)
+                if ka and quiet > ka * 3 // 2:
+                    raise _error("silent", TIMEOUT)
+                if self._ack < 0 and ticks_diff(now, self._asked) > self._io:
+                    raise _error("no ACK", TIMEOUT)  # no CONNACK or SUBACK
+                if self._drainer is not None:  # somebody is sending: no send of ours now
+                    if ticks_diff(now, self._at) > self._io:
+                        raise _error("no drain", TIMEOUT)
+                    continue
+                if ka and (ticks_diff(now, self._at) >= ka * 3 // 4
+                           or quiet >= ka * 3 // 4 and ticks_diff(self._asked, self._heard) < 0):
+                    self._asked = now
+                    self.pings += 1
+                    await self._send(0xC0, (), b"", self._io / 1000)  # PINGREQ (3.12)
+                for i in range(len(self._pid)):
+                    pid = self._pid[i]
+                    if pid and self._drainer is None and ticks_diff(now, self._sent[i]) >= self._retry:
+                        f = self._first[i]
+                        if f >> 8 >= self.max_retries:
+                            raise _error("no PUBACK", TIMEOUT)
+                        self._first[i] = f + 256
+                        self._sent[i] = now
+                        self.retransmits += 1
+                        await self._send(f & 0xFF | 8, (self._top[i], pid), self._pay[i], self._io / 1000)
+        except (AgentError, OSError) as e:
             self._die(e)
 
-    async def _bounded_drain(self):
-        # The supervisor cannot watch itself: its own (rare) sends get a wait_for.
-        try:
-            await asyncio.wait_for(self._drain(), self.io_timeout)
-        except asyncio.TimeoutError:
-            raise _fail(TIMEOUT, "send")
-
-    async def _retransmit(self, now):
-        for i in range(len(self._pid)):
-            pid = self._pid[i]
-            if pid and ticks_diff(now, self._sent[i]) >= self._retry_ms:
-                if self._tries[i] >= self.max_retries:
-                    raise _fail(TIMEOUT, "PUBACK %d" % pid)
-                self._tries[i] += 1
-                self._sent[i] = now
-                self.retransmits += 1
-                self._write_publish(self._topic[i], self._payload[i], 1, self._retain[i], True, pid)
-                await self._bounded_drain()
-
-    def _die(self, err):
+    def _die(self, e):
         if self.error is not None:
             return
-        self.error = err
+        self.error = e
         me = asyncio.current_task()
-        for t in self._tasks:
-            if t is not me:
+        for t in self._tasks + [self._drainer]:
+            if t is not None and t is not me:
                 t.cancel()
-        self._ack_evt.set()
-        self._sub_evt.set()
-        self._dead.set()
+        self._ev.set()
 
-    # ---- public API ------------------------------------------------------------------------------
+    # ---- public API -----------------------------------------------------------------------------
 
-    async def connect(self, client_id, keepalive=60, clean_session=True, will=None, user=None,
-                      password=None, timeout=10.0):
-        """Send CONNECT and wait for CONNACK; start the reader and supervisor. Return session_present.
+    async def connect(self, reader, writer, client_id, keepalive=60, clean_session=True, will=None,
+                      user=None, password=None):
+        """Start a session on (reader, writer): CONNECT, wait for CONNACK (io_timeout at most), with
+        the reader and the supervisor running. Return session_present. `will` is None or (topic,
+        payload, qos, retain).
 
-        `will` is None or (topic, payload, qos, retain). Raises MQTTError (code: the CONNACK refusal,
-        TIMEOUT or LOST) or MQTTProtocolError; close() the client afterwards in every case.
+        Raises AgentError (code: the CONNACK refusal, TIMEOUT, LOST, PROTOCOL, or 0 for a bad
+        argument) or OSError; close() the client afterwards in every case, before connecting again.
         """
-        await self._send(mp.connect(self._tx, client_id, keepalive, clean_session, will, user, password))
+        self._r = reader
+        self._w = writer  # first: close() closes it whatever happens below
+        flags = 2 if clean_session else 0  # 3.1.2.4
+        args = [b"MQTT", 0, keepalive, client_id]  # 3.1.2.1, level and flags (below), 3.1.2.10, 3.1.3
+        if will is not None:
+            topic, payload, qos, retain = will
+            if qos not in (0, 1):
+                raise _error("bad arg %r" % (will,))
+            flags |= 4 | qos << 3 | (0x20 if retain else 0)  # 3.1.2.5-7
+            args += (_topic_name(topic), payload)
+        if user is not None:
+            flags |= 0x80  # 3.1.2.8
+            args.append(user)
+        if password is not None:
+            if user is None:  # 3.1.2.9
+                raise _error("bad arg %r" % (user,))
+            flags |= 0x40
+            args.append(password)
+        args[1] = 0x400 | flags  # protocol level 4 (3.1.2.2), then the flags byte
+        for i in range(len(self._pid)):
+            self._pid[i] = 0
+            self._top[i] = self._pay[i] = None
+        self._n += 1
+        self.error = self._drainer = None
+        self._ack = -2
+        self._ka = keepalive * 1000
+        self._at = self._heard = self._asked = ticks_ms()
+        self._tasks = [asyncio.create_task(self._reader()), asyncio.create_task(self._supervise())]
         try:
-            first, body, _ = await asyncio.wait_for(self._next_packet(), timeout)
-        except asyncio.TimeoutError:
-            raise _fail(TIMEOUT, "CONNACK")
-        if first != mp.CONNACK:  # 3.2.0: the first packet from the server is CONNACK
-            raise MQTTProtocolError("expected CONNACK, got 0x%02x" % first)
-        self.session_present, code = mp.decode_connack(self._rx, body)
-        if code:
-            raise MQTTError("connection refused: " + mp.CONNACK_REASONS[code], code)
-        self._ka_ms = keepalive * 1000
-        self._last_rx = self._last_tx = self._ping_at = ticks_ms()
-        self._tasks = [asyncio.create_task(self._read_loop()), asyncio.create_task(self._supervise())]
+            await self._send(0x10, args)
+        except AgentError as e:
+            self._die(e)  # a bad argument (nothing went out), or the session has ended already
+        if not await self.wait_ack(0):
+            raise self.error  # what ended it (a CONNACK may be in while the CONNECT drains)
+        if self._ack:
+            raise _error("refused: %s" % self._ack, self._ack)  # the code says why (3.2.2.3)
         return self.session_present
 
     async def wait_dead(self):
-        """Wait until the connection is dead or closed; return the error that ended it."""
-        await self._dead.wait()
+        """Wait until the session is dead or closed; return the error that ended it."""
+        while self.error is None:
+            self._ev.clear()
+            await self._ev.wait()
         return self.error
 
-    def window_free(self):
-        """Number of free QoS 1 in-flight slots."""
-        return self._pid.count(0)
-
-    def _slot(self, pid):
-        for i in range(len(self._pid)):
-            if self._pid[i] == pid:
-                return i
-        return -1
-
-    def _new_pid(self):
-        pid = self._last_pid
-        while True:  # 2.3.1: a new id, not one still in flight; the window is smaller than 65535
-            pid = pid % 0xFFFF + 1
-            if self._slot(pid) < 0:
-                self._last_pid = pid
-                return pid
-
     async def publish(self, topic, payload, qos=0, retain=False):
-        """Send a PUBLISH. QoS 0: return 0 once written. QoS 1: take an in-flight slot and return the
-        packet id at once (see wait_ack); MQTTError with code WINDOW_FULL (counted in `refused`) when
+        """Send a PUBLISH (3.3). QoS 0: return 0 once written. QoS 1: take a slot of the window and
+        return the packet id at once (see wait_ack); AgentError WINDOW_FULL (counted in `refused`) when
         none is free."""
+        t = _topic_name(topic)
+        first = 0x31 if retain else 0x30
         if qos == 0:
-            self._write_publish(topic, payload, 0, retain, False, 0)
-            await self._drain()
+            await self._send(first, (t,), payload)
             return 0
-        i = self._slot(0)
-        if i < 0:
+        if qos != 1:
+            raise _error("bad arg %r" % (qos,))
+        if 0 not in self._pid:
             self.refused += 1
-            raise MQTTError("%d QoS 1 messages in flight" % len(self._pid), mp.WINDOW_FULL)
-        pid = self._new_pid()
-        self._write_publish(topic, payload, qos, retain, False, pid)  # raises before the slot is taken
-        self._pid[i] = pid
-        self._topic[i] = topic
-        self._payload[i] = payload
-        self._retain[i] = retain
+            raise _error("no slot", WINDOW_FULL)
+        pid = self._last
+        while True:  # a new id, not one still in flight (2.3.1); the window is far smaller than 65534
+            pid = pid % 0xFFFE + 1
+            if pid not in self._pid:
+                break
+        self._last = pid
+        i = self._pid.index(0)
+        self._pid[i] = pid  # before the send: the PUBACK may come while it drains
+        self._top[i] = t
+        self._pay[i] = payload
+        self._first[i] = first | 2
         self._sent[i] = ticks_ms()
-        self._tries[i] = 0
-        await self._drain()
+        try:
+            await self._send(first | 2, (t, pid), payload)
+        except AgentError:
+            if self.error is None:  # our caller's mistake: nothing went out
+                self._pid[i] = 0
+            raise
         return pid
 
-    async def wait_ack(self, pid, timeout=None):
-        """Wait for the PUBACK of `pid`: True once acked, False if the connection died or `timeout`
-        (seconds) ran out. Without a timeout it still ends: the supervisor gives up on a message after
-        max_retries retransmissions and kills the connection."""
-        start = ticks_ms()
-        while self._slot(pid) >= 0:
+    async def wait_ack(self, pid):
+        """Wait for the PUBACK of `pid`: True once acked, False if the session ended. It always ends:
+        the supervisor gives up on a message after max_retries retransmissions, or on a CONNACK or
+        SUBACK after io_timeout, and ends the session. `pid` 0 (QoS 0) returns True at once, or when
+        a SUBACK the client waits for is in (connect and subscribe wait for theirs this way)."""
+        n = self._n  # a session started meanwhile has its own window
+        while self._n == n:
+            if (pid not in self._pid) if pid else self._ack >= 0:
+                return True
             if self.error is not None:
-                return False
-            self._ack_evt.clear()
-            if timeout is None:
-                await self._ack_evt.wait()  # no wait_for: it allocates (see _drain)
-                continue
-            left = int(timeout * 1000) - ticks_diff(ticks_ms(), start)
-            if left <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._ack_evt.wait(), left / 1000)
-            except asyncio.TimeoutError:
-                return False
-        return True
+                break
+            self._ev.clear()
+            await self._ev.wait()  # no wait_for: it allocates; the supervisor bounds every wait
+        return False
 
-    async def subscribe(self, topic_filter, qos=0, timeout=None):
-        """SUBSCRIBE to one filter and wait for SUBACK; return the granted QoS (MQTTError if refused)."""
-        async with self._sub_lock:
-            self._sub_pid = pid = self._new_pid()
-            self._sub_result = -1
-            self._sub_evt.clear()
-            await self._send(mp.subscribe(self._tx, pid, topic_filter, qos))
-            try:
-                await asyncio.wait_for(self._sub_evt.wait(), timeout or self.io_timeout)
-            except asyncio.TimeoutError:
-                raise _fail(TIMEOUT, "SUBACK %d" % pid)
-            if self.error is not None:
-                raise _fail(LOST, self.error)
-            code = self._sub_result
-        if code == mp.SUBACK_FAILURE:
-            raise MQTTError("subscription to %r refused" % (topic_filter,))
-        return code
+    async def subscribe(self, topic_filter, qos=0):
+        """SUBSCRIBE to one filter (3.8) and wait for SUBACK; return the granted QoS. AgentError if
+        refused (code 0) or LOST (no SUBACK within io_timeout ends the session). One at a time."""
+        if not topic_filter or qos not in (0, 1) or self._ack == -1:
+            raise _error("bad arg %r" % (topic_filter,))
+        self._ack = -1
+        self._asked = ticks_ms()
+        try:
+            await self._send(0x82, (_SUB_PID, topic_filter), b"\x00\x01"[qos : qos + 1])  # 3.8.1: 0010
+        except AgentError:
+            if self.error is None:  # our caller's mistake: nothing went out
+                self._ack = 0
+            raise
+        if not await self.wait_ack(0):
+            raise _error("lost: %s" % (self.error,), LOST)
+        if self._ack == 0x80:
+            raise _error("refused: %s" % (topic_filter,))
+        return self._ack
 
     async def close(self, disconnect=True):
         """End the session (with DISCONNECT if `disconnect` and alive, so the will is not published)
         and close the streams. Safe to call more than once."""
         if disconnect and self.error is None:
             try:
-                await self._send(mp.short_packet(self._tx, mp.DISCONNECT))
-            except MQTTError:
-                pass  # the connection is going away anyway
-        self._die(_fail(LOST, "closed by the client"))
-        try:
-            self._w.close()
-            await asyncio.wait_for(self._w.wait_closed(), self.io_timeout)
-        except (OSError, asyncio.TimeoutError):
-            pass  # nothing more can be done with a broken socket
+                await self._send(0xE0)  # DISCONNECT (3.14)
+            except AgentError:
+                pass  # the session is going away anyway
+        self._die(_error("closed", LOST))
+        w = getattr(self, "_w", None)  # None before the first connect
+        if w is not None:
+            try:
+                w.close()
+                await w.wait_closed()  # MicroPython's closes the socket at once; twice does no harm
+            except OSError:
+                pass  # nothing more can be done with a broken socket

@@ -16,7 +16,9 @@ Full. When a new segment is needed and `max_segments` exist, the oldest is delet
 in it are added to `dropped` (kept on flash with the ack position).
 
 Drain. peek(n) returns up to n of the oldest records, read into one preallocated buffer (RAM is that
-buffer plus small bookkeeping, never a segment); ack(count) marks the first `count` of them sent.
+buffer plus small bookkeeping, never a segment); ack(count) marks the first `count` of them sent. The
+buffer is `buf_bytes`, by default 1024: no MQTT payload may be larger (SPEC.md "Limits", MAX_PAYLOAD),
+so a record never needs more, and a window of the uplink's small records fits.
 Consumed segments are deleted at once; the ack position inside a segment is written to flash only every
 `ack_every` acked records (flash wear), so a reboot resends at most `ack_every` - 1 records, which the
 fleet drops as duplicates by (device, boot id, seq). Nothing acked-but-unsent is possible: the position
@@ -25,21 +27,26 @@ on flash never runs ahead of ack().
 
 import os
 import struct
+from array import array
 
 from agent import flashio
 from agent.errors import AgentError
 
-HEAD = 7  # len, type, seq
-OVERHEAD = HEAD + 4  # + crc
-STATE = "state"
-MAX_PEEK = 64  # records per peek: the SenML pack limit
-FULL = -2  # _read_record: the payload does not fit the rest of the buffer
+try:
+    from micropython import const
+except ImportError:  # CPython (tests, tools): const() is the value itself
+    const = int  # type: ignore[assignment, no-redef]
+
+_HEAD = const(7)  # len, type, seq
+OVERHEAD = const(11)  # _HEAD + crc
+_MAX_PEEK = const(64)  # records per peek: the SenML pack limit
+_FULL = const(-2)  # _read_record: the payload does not fit the rest of the buffer
 
 
 class Outbox:
     """Bounded append-only queue of (type, seq, payload) records under directory `root`."""
 
-    def __init__(self, root, seg_bytes=4096, max_segments=16, buf_bytes=2048, ack_every=32):
+    def __init__(self, root, seg_bytes=4096, max_segments=16, buf_bytes=1024, ack_every=32):
         if max_segments < 2 or seg_bytes < OVERHEAD + 1 or buf_bytes < 1 or ack_every < 1:
             raise AgentError("outbox needs max_segments >= 2, seg_bytes > %d, buf_bytes, ack_every >= 1"
                              % OVERHEAD)
@@ -50,10 +57,11 @@ class Outbox:
         self.max_payload = min(buf_bytes, seg_bytes - OVERHEAD, 0xFFFF)
         self._buf = bytearray(buf_bytes)
         self._mv = memoryview(self._buf)
-        self._hdr = bytearray(HEAD)
+        self._hdr = bytearray(_HEAD)
         self._crc = bytearray(4)
-        self._pk_seg = [0] * MAX_PEEK  # position after each peeked record
-        self._pk_off = [0] * MAX_PEEK
+        # position (segment, offset) after each peeked record; 32-bit ints: 4 bytes each, not a list's 8
+        self._pk_seg = array("i", bytes(4 * _MAX_PEEK))
+        self._pk_off = array("i", bytes(4 * _MAX_PEEK))
         self._peeked = 0
         self._segs = []  # segment numbers, oldest first; the head is always in _segs[0]
         self._ends = []  # valid length of each
@@ -79,20 +87,27 @@ class Outbox:
             if name.endswith(".seg") and name[:-4].isdigit():
                 segs.append(int(name[:-4]))
         segs.sort()
-        state = flashio.read(self.root + "/" + STATE)
+        state = flashio.read(self.root + "/state")
         first, head = (segs[0] if segs else 0), 0
         if state is not None and len(state) == 12:
             seg, off, self.dropped = struct.unpack("<III", state)
-            if seg > first:  # consumed segments whose deletion was cut short
-                for old in [s for s in segs if s < seg]:
-                    flashio.remove(self._path(old))
-                segs = [s for s in segs if s >= seg]
+            if seg > first:  # consumed segments whose deletion was cut short (segs is sorted)
+                while segs and segs[0] < seg:
+                    flashio.remove(self._path(segs.pop(0)))
                 first = seg
             if segs and seg == segs[0]:
                 head = off
         self._next_seg = (segs[-1] + 1) if segs else first
         for seg in segs:
-            end, size = self._scan(seg)
+            # The valid part of each segment: up to its first record that fails its CRC.
+            size = os.stat(self._path(seg))[6]
+            end = 0
+            with open(self._path(seg), "rb") as f:
+                while end + OVERHEAD <= size:
+                    n = self._read_record(f, 0)
+                    if n < 0:
+                        break
+                    end += OVERHEAD + n
             self._segs.append(seg)
             self._ends.append(end)
             self._sealed = end < size
@@ -100,28 +115,16 @@ class Outbox:
         self._recount()
         self._normalise()
 
-    def _scan(self, seg):
-        """(valid end, file size) of segment `seg`, checking every record's CRC."""
-        size = os.stat(self._path(seg))[6]
-        off = 0
-        with open(self._path(seg), "rb") as f:
-            while off + OVERHEAD <= size:
-                n = self._read_record(f, 0)
-                if n < 0:
-                    break
-                off += OVERHEAD + n
-        return off, size
-
     def _read_record(self, f, pos):
         """Read the record at f's position; payload into the buffer at `pos`. Its length, or -1 if bad."""
         hdr = self._hdr
-        if f.readinto(hdr) != HEAD:
+        if f.readinto(hdr) != _HEAD:
             return -1
         n = hdr[0] | (hdr[1] << 8)
         if n > self.max_payload:
             return -1
         if pos + n > len(self._buf):
-            return FULL
+            return _FULL
         if n and f.readinto(self._mv[pos:pos + n]) != n:
             return -1
         crc = self._crc
@@ -130,14 +133,14 @@ class Outbox:
         want = crc[0] | (crc[1] << 8) | (crc[2] << 16) | (crc[3] << 24)
         return n if flashio.checksum(self._mv[pos:pos + n], flashio.checksum(hdr)) == want else -1
 
-    def _records(self, index, start, stop):
-        """Number of (valid) records in _segs[index] from offset `start` to `stop` (None: its end)."""
-        end = self._ends[index] if stop is None else stop
+    def _records(self, index, start):
+        """Number of (valid) records in _segs[index] from offset `start` to its end."""
+        end = self._ends[index]
         count = 0
         with open(self._path(self._segs[index]), "rb") as f:
             f.seek(start)
             hdr = self._hdr
-            while start < end and f.readinto(hdr) == HEAD:
+            while start < end and f.readinto(hdr) == _HEAD:
                 start += OVERHEAD + (hdr[0] | (hdr[1] << 8))
                 f.seek(start)
                 count += 1
@@ -146,12 +149,12 @@ class Outbox:
     def _recount(self):
         count = 0
         for i in range(len(self._segs)):
-            count += self._records(i, self._head if i == 0 else 0, None)
+            count += self._records(i, self._head if i == 0 else 0)
         self.count = count
 
     def _save(self):
         seg = self._segs[0] if self._segs else self._next_seg
-        flashio.write(self.root + "/" + STATE, struct.pack("<III", seg, self._head, self.dropped))
+        flashio.write(self.root + "/state", struct.pack("<III", seg, self._head, self.dropped))
         self._unsaved = 0
 
     def _normalise(self):
@@ -183,7 +186,7 @@ class Outbox:
 
     def _new_segment(self):
         if len(self._segs) >= self.max_segments:
-            lost = self._records(0, self._head, None)
+            lost = self._records(0, self._head)
             self.dropped += lost
             self.count -= lost
             self._peeked = 0  # positions in the dropped segment are gone
@@ -208,39 +211,33 @@ class Outbox:
         As many as fit in the buffer (at least one when any waits): payloads are read into it back to back.
         """
         out: list = []
-        n = min(n, MAX_PEEK)
+        n = min(n, _MAX_PEEK)
         pos = 0
         index, off = 0, self._head
         while len(out) < n and index < len(self._segs):
+            seg = self._segs[index]
             if off < self._ends[index]:
-                pos = self._peek_segment(index, off, out, n, pos)
-                if pos < 0:
-                    break  # the buffer is full
+                with open(self._path(seg), "rb") as f:
+                    f.seek(off)
+                    while len(out) < n and off < self._ends[index]:
+                        size = self._read_record(f, pos)
+                        if size == _FULL:
+                            n = len(out)  # the buffer is full: no more records this time
+                            break
+                        if size < 0:  # went bad on flash since open(): the rest of this segment is lost
+                            self._ends[index] = off
+                            self._recount()
+                            break
+                        hdr = self._hdr
+                        out.append((hdr[2], hdr[3] | (hdr[4] << 8) | (hdr[5] << 16) | (hdr[6] << 24),
+                                    self._mv[pos:pos + size]))
+                        off += OVERHEAD + size
+                        pos += size
+                        self._pk_seg[len(out) - 1] = seg
+                        self._pk_off[len(out) - 1] = off
             index, off = index + 1, 0
         self._peeked = len(out)
         return out
-
-    def _peek_segment(self, index, off, out, n, pos):
-        """Append records of _segs[index] from `off` to out; the new buffer position, -1 when it is full."""
-        seg = self._segs[index]
-        with open(self._path(seg), "rb") as f:
-            f.seek(off)
-            while len(out) < n and off < self._ends[index]:
-                size = self._read_record(f, pos)
-                if size == FULL:
-                    return -1
-                if size < 0:  # went bad on flash since open(): the rest of this segment is lost
-                    self._ends[index] = off
-                    self._recount()
-                    break
-                hdr = self._hdr
-                out.append((hdr[2], hdr[3] | (hdr[4] << 8) | (hdr[5] << 16) | (hdr[6] << 24),
-                            self._mv[pos:pos + size]))
-                off += OVERHEAD + size
-                pos += size
-                self._pk_seg[len(out) - 1] = seg
-                self._pk_off[len(out) - 1] = off
-        return pos
 
     def ack(self, count):
         """Mark the first `count` records of the last peek as sent; returns how many were acked."""

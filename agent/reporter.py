@@ -1,7 +1,7 @@
 """Reporter: turns each sample's values into confirmed alarm events and compact telemetry in the outbox.
 
 Per measurement, a value goes to telemetry when it moved past its deadband (a real step is accepted after
-a few consistent samples, agent/deadband.py), at most once per `min_gap_s` (the rate limit still sends
+a few consistent samples, agent/filters.py), at most once per `min_gap_s` (the rate limit still sends
 the newest held value when its window ends) and at least every heartbeat `ut` seconds. All readings of one
 sample go into one SenML pack. Alarms see every sample. Everything goes through the flash outbox first,
 so an outage loses nothing; the event is in the outbox before the alarm state is persisted, so a power
@@ -11,52 +11,40 @@ Wire units: the sensors report the water level in cm (agent/sensing.py); the wir
 thresholds use mm (protocols/SPEC.md), and the rate of rise goes out in m/s (cm/min is no SenML unit).
 """
 
-from agent import defaults
-from agent.alarm_store import AlarmStore
-from agent.deadband import Deadband
-from agent.heartbeat import Heartbeat
-from agent.rate_limit import RateLimit
-from protocols import messages
-from protocols.event import Event
+from agent.alarm import AlarmStore
+from agent.filters import Deadband, Heartbeat, RateLimit
+from protocols import up
 from protocols.senml_pack import PackBuilder
-from protocols.telemetry import Telemetry
 
 # Outbox record kinds (one byte in each record): the up topic each record is published on.
 TELEMETRY = 0
 EVENT = 1
 KIND_TOPIC = ("telemetry", "event")
 
+_PLAIN = (1.0, None, False)  # the entries that are alike share one tuple: each costs heap
+_MS = (1.0, "m/s", False)
 #: measurement -> (scale to wire units, SenML unit or None for catalogue names, integer on the wire)
 WIRE = {
     "level": (10.0, None, True),        # cm -> mm
     "rise": (1 / 6000.0, "m/s", False),  # cm/min -> m/s
     "dist": (1.0, "mm", True),
-    "tilt": (1.0, None, False),
+    "tilt": _PLAIN,
     "accel": (1.0, "m/s2", False),
-    "wind": (1.0, None, False),
-    "gust": (1.0, "m/s", False),
-    "wind10": (1.0, "m/s", False),
-    "load": (1.0, None, False),
+    "wind": _PLAIN,
+    "gust": _MS,
+    "wind10": _MS,
+    "load": _PLAIN,
 }
 
 
 def to_wire(name, value):
     """(value in wire units, unit) of a sensor quantity."""
-    scale, unit, integer = WIRE.get(name, (1.0, None, False))
+    scale, unit, integer = WIRE.get(name, _PLAIN)
     value = value * scale
     if integer:
         return int(round(value)), unit
     # Two decimals are far below any of these sensors' accuracy and keep floats half-precision-friendly.
     return round(value, 2), unit
-
-
-class Channel:
-    """The report filters of one measurement."""
-
-    def __init__(self, deadband, ut, min_gap_s):
-        self.deadband = Deadband(absolute=deadband)
-        self.limit = RateLimit(min_gap_s)
-        self.heartbeat = Heartbeat(ut)
 
 
 class Reporter:
@@ -69,14 +57,13 @@ class Reporter:
         self.store = AlarmStore(alarm_path)
         self.min_gap_s = min_gap_s
         self.pack = PackBuilder(16)
-        self.channels = {}
+        self.channels = {}  # measurement -> (Deadband, RateLimit, Heartbeat), made when first seen
         self.alarms = {}
-        self.measures = defaults.MEASURES[config.kind]  # what goes on the wire; the rest is diagnostic
+        self.measures = config.measures  # what goes on the wire; the rest is diagnostic
         self.send_ut = True  # SPEC: ut goes in the first pack after a (re)birth and whenever it changes
         self.last = {}  # wire name -> last wire value, for rebirth and health
         self.events = 0
         self.reload()
-        self.store.load()
         self.store.restore(self.alarms)
 
     def reload(self):
@@ -86,29 +73,36 @@ class Reporter:
         for name, alarm in self.alarms.items():
             if name in old and old[name].active:
                 alarm.restore(True)
-        ut = self.config.heartbeat()
         self.channels = {}
-        self._ut = ut
+        self._ut = self.config.heartbeat()
         self.send_ut = True
-
-    def channel(self, name):
-        chan = self.channels.get(name)
-        if chan is None:
-            chan = Channel(self.config.deadband(name), self._ut, self.min_gap_s)
-            self.channels[name] = chan
-        return chan
 
     def near_thresholds(self):
         """measure -> raise threshold of each alarm, for the sensor's `near()` (sensor units)."""
         out = {}
         for alarm in self.alarms.values():
-            scale = WIRE.get(alarm.measure, (1.0,))[0]
+            scale = WIRE.get(alarm.measure, _PLAIN)[0]
             out[alarm.measure] = alarm.raise_at / scale
         return out
 
     def sample(self, values, now):
         """Feed one sample (sensor units) taken at epoch second `now`; return the number of alarm events."""
-        raised = self._alarms(values, now)
+        raised = 0
+        for alarm in self.alarms.values():
+            value = values.get(alarm.measure)
+            if value is None:
+                continue
+            event = alarm.update(to_wire(alarm.measure, value)[0], now)
+            if event is None:
+                continue
+            seq = self.sequence.next()
+            payload = up.event(self.sequence.boot, seq, event.name, event.state, event.level, event.value,
+                               event.threshold, int(event.since))
+            self.outbox.append(EVENT, seq, payload)
+            raised += 1
+        if raised:
+            self.events += raised
+            self.store.sync(self.alarms)  # after the events are in the outbox (agent/alarm.py)
         for name, value in values.items():
             if name not in self.measures:
                 continue
@@ -120,44 +114,28 @@ class Reporter:
         return raised
 
     def _due(self, name, wire, now):
-        chan = self.channel(name)
-        moved = chan.deadband.update(wire) is not None
-        held = chan.limit.poll(now)
-        if held is not None:
+        chan = self.channels.get(name)
+        if chan is None:
+            chan = (Deadband(absolute=self.config.deadband(name)), RateLimit(self.min_gap_s),
+                    Heartbeat(self._ut))
+            self.channels[name] = chan
+        deadband, limit, heartbeat = chan
+        moved = deadband.update(wire) is not None
+        if limit.poll(now) is not None:  # the newest value held back by the rate limit is due
             return True
-        if moved and chan.limit.offer(wire, now) is not None:
-            chan.heartbeat.mark(now)
+        if moved and limit.offer(wire, now) is not None:
+            heartbeat.mark(now)
             return True
-        if chan.heartbeat.due(now):
-            chan.heartbeat.mark(now)
-            chan.deadband.mark(wire)
+        if heartbeat.due(now):
+            heartbeat.mark(now)
+            deadband.mark(wire)
             return True
         return False
-
-    def _alarms(self, values, now):
-        count = 0
-        for alarm in self.alarms.values():
-            value = values.get(alarm.measure)
-            if value is None:
-                continue
-            wire, _ = to_wire(alarm.measure, value)
-            event = alarm.update(wire, now)
-            if event is None:
-                continue
-            seq = self.sequence.next()
-            message = Event(self.sequence.boot, seq, event.name, event.state, event.level, event.value,
-                            event.threshold, int(event.since))
-            self.outbox.append(EVENT, seq, messages.encode(message))
-            count += 1
-        if count:
-            self.events += count
-            self.store.sync(self.alarms)
-        return count
 
     def force(self, now):
         """Put the latest value of every measurement in the next pack (rebirth)."""
         for name, wire in self.last.items():
-            unit = WIRE.get(name, (1.0, None))[1]
+            unit = WIRE.get(name, _PLAIN)[1]
             self.pack.add(name, wire, now, unit)
         self.send_ut = True
         self.flush()
@@ -170,5 +148,4 @@ class Reporter:
         self.pack.clear()
         self.send_ut = False
         seq = self.sequence.next()
-        message = Telemetry(self.sequence.boot, seq, records)
-        self.outbox.append(TELEMETRY, seq, messages.encode(message))
+        self.outbox.append(TELEMETRY, seq, up.telemetry(self.sequence.boot, seq, records))

@@ -1,19 +1,7 @@
-"""SensorFault: a sensor chip that is missing, silent or answering garbage.
+"""Where SensorFault used to live; it is in agent/errors.py now.
 
-Drivers convert bus errors (OSError from I2C, a UART that stays silent, an HX711 whose DOUT never
-goes low) into this one error with a short code, so the kind sensor and the agent's health report
-deal with one type. `transient` tells the caller whether retrying on the next poll is sensible (a
-corrupted read) or the chip needs attention (missing, wrong identity).
+Only agent/app.py still imports it from here. Once it imports `from agent.errors import SensorFault`,
+delete this module: it costs a module's worth of heap for one name.
 """
 
-from agent.errors import AgentError
-
-
-class SensorFault(AgentError):
-    """A sensor chip fault; `code` is short and stable (e.g. "lis3dh_missing"), for health reports."""
-
-    def __init__(self, code, detail="", transient=False):
-        super().__init__(code if not detail else code + ": " + detail)
-        self.code = code
-        self.detail = detail
-        self.transient = transient
+from agent.errors import SensorFault  # noqa: F401 - re-exported for agent/app.py

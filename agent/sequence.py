@@ -19,14 +19,13 @@ import struct
 from agent import flashio
 from agent.errors import AgentError
 
-MASK = 0xFFFFFFFF
-BLOCK = 256
+_MASK = 0xFFFFFFFF  # seq and boot id are uint32
 
 
 class Sequence:
     """Boot id and message counter persisted at `path`; opening it starts a new boot."""
 
-    def __init__(self, path, block=BLOCK):
+    def __init__(self, path, block=256):
         if not isinstance(block, int) or not 1 <= block <= 1 << 20:
             raise AgentError("sequence block must be an integer 1..1048576")
         self.path = path
@@ -35,7 +34,7 @@ class Sequence:
         data = flashio.read(path)
         if data is not None and len(data) == 8:
             boot, mark = struct.unpack("<II", data)
-            self.boot = (boot + 1) & MASK
+            self.boot = (boot + 1) & _MASK
         elif data is None and not flashio.exists(path) and not flashio.exists(path + flashio.TMP):
             self.boot, mark = 1, 0
         else:
@@ -46,7 +45,7 @@ class Sequence:
         self._reserve()
 
     def _reserve(self):
-        mark = (self._seq + self.block) & MASK
+        mark = (self._seq + self.block) & _MASK
         flashio.write(self.path, struct.pack("<II", self.boot, mark))
         self._left = self.block
 
@@ -55,10 +54,6 @@ class Sequence:
         if self._left == 0:
             self._reserve()
         seq = self._seq
-        self._seq = (seq + 1) & MASK
+        self._seq = (seq + 1) & _MASK
         self._left -= 1
         return seq
-
-    def peek(self):
-        """The number next() will return, without using it."""
-        return self._seq

@@ -6,46 +6,42 @@ so  level = H - d. It is reported in cm and never below 0 (a dry street reads ar
 sensor's +-1 cm; a negative depth has no meaning).
 
 Single echoes. A passing car, a leaf or a raindrop returns one short echo among good ones. A running
-median over `median_n` (odd, default 5) distances removes any burst shorter than half the window,
-where a mean would smear it into the level.
+median over 5 distances removes any burst shorter than half the window, where a mean would smear it
+into the level.
 
 Rate of rise (cm/min) is the least-squares slope of the filtered level against time over the last
-`rise_window_ms` (at most `rise_points` points):  slope = sum((t-tm)(y-ym)) / sum((t-tm)^2), which
-uses every point in the window instead of the two ends, so the ranger's millimetre noise averages out.
-It needs at least RISE_MIN_POINTS points spanning RISE_MIN_SPAN_MS.
+2 minutes (at most 32 points):  slope = sum((t-tm)(y-ym)) / sum((t-tm)^2), which uses every point in
+the window instead of the two ends, so the ranger's millimetre noise averages out. It needs at least
+3 points spanning 5 s. The points are kept in two arrays (ticks as 32-bit ints, levels as doubles),
+so they cost no float objects on the heap.
 """
 
+from array import array
+
 try:
-    from time import sleep_ms, ticks_diff, ticks_ms
-except ImportError:
-    from time import monotonic_ns, sleep  # type: ignore[attr-defined]
+    from time import ticks_diff
 
-    def ticks_ms():
-        return monotonic_ns() // 1000000
+    from micropython import const
+except ImportError:  # CPython (tests, tools): a clock that does not wrap; const() is the value itself
+    from copy import copy as const  # type: ignore[assignment, no-redef]
+    from operator import sub as ticks_diff  # type: ignore[assignment, no-redef]
 
-    def ticks_diff(a, b):  # type: ignore[no-redef]
-        return a - b
+from agent.errors import SensorFault
+from agent.sensing import Sensor
 
-    def sleep_ms(ms):  # type: ignore[misc]
-        sleep(ms / 1000)
-
-
-from agent.sensing import WATER, Sensor
-from agent.sensor_fault import SensorFault
-
-MEDIAN_N = 5
-RISE_WINDOW_MS = 120000
-RISE_POINTS = 32
-RISE_MIN_POINTS = 3
-RISE_MIN_SPAN_MS = 5000
-RISE_MOVING = 0.5  # cm/min: faster than this counts as moving
-STEP_MOVING_CM = 1.0  # a change of the level per sample larger than this counts as moving
+_MEDIAN_N = const(5)
+_RISE_WINDOW_MS = const(120000)
+_RISE_POINTS = const(32)
+_RISE_MIN_POINTS = const(3)
+_RISE_MIN_SPAN_MS = const(5000)
+_RISE_MOVING = const(0.5)  # cm/min: faster than this counts as moving
+_STEP_MOVING_CM = const(1.0)  # a change of the level per sample larger than this counts as moving
 
 
 class Median:
     """Running median of the last n values (n odd); allocates its buffers once."""
 
-    def __init__(self, n=MEDIAN_N):
+    def __init__(self, n=_MEDIAN_N):
         if n < 1 or n % 2 == 0:
             raise ValueError("median window must be odd and >= 1")
         self._ring = [0] * n
@@ -74,11 +70,15 @@ class Median:
 
 
 class Slope:
-    """Least-squares slope of y against t (ms, ticks) over a time window, in y units per minute."""
+    """Least-squares slope of y against t (ms, ticks) over a time window, in y units per minute.
 
-    def __init__(self, points=RISE_POINTS, window_ms=RISE_WINDOW_MS):
-        self._t = [0] * points
-        self._y = [0.0] * points
+    The points live in two arrays allocated once: 12 bytes a point, where lists would cost 32 (a list
+    slot for each value and a boxed float for each y).
+    """
+
+    def __init__(self, points=_RISE_POINTS, window_ms=_RISE_WINDOW_MS):
+        self._t = array("i", bytes(4 * points))  # ticks_ms wraps at 2**30: a 32-bit int holds it
+        self._y = array("d", bytes(8 * points))
         self._i = 0
         self.count = 0
         self.window_ms = window_ms
@@ -104,7 +104,7 @@ class Slope:
                 sy += self._y[k]
                 if age > oldest:
                     oldest = age
-        if n < RISE_MIN_POINTS or oldest < RISE_MIN_SPAN_MS:
+        if n < _RISE_MIN_POINTS or oldest < _RISE_MIN_SPAN_MS:
             return None
         tm, ym = st / n, sy / n
         num = den = 0.0
@@ -121,19 +121,16 @@ class Slope:
 class WaterSensor(Sensor):
     """Water level over the street from `ranger` (an A02YYUW); calibration {"mount_mm": H}."""
 
-    KIND = WATER
+    KIND = "water-level"
     FAST_MS = 2000
     SLOW_MS = 60000
 
-    def __init__(self, ranger, calibration=None, median_n=MEDIAN_N, rise_points=RISE_POINTS,
-                 rise_window_ms=RISE_WINDOW_MS, sleep=None, ticks=None):
+    def __init__(self, ranger, calibration=None):
         Sensor.__init__(self)
         self._ranger = ranger
         self.mount_mm = (calibration or {}).get("mount_mm")
-        self._median = Median(median_n)
-        self._slope = Slope(rise_points, rise_window_ms)
-        self._sleep = sleep or sleep_ms
-        self._ticks = ticks or ticks_ms
+        self._median = Median()
+        self._slope = Slope()
         self._step = 0.0
 
     def sample(self, now_ms):
@@ -161,25 +158,13 @@ class WaterSensor(Sensor):
             self._values["rise"] = rise
 
     def changing(self):
-        """Moving while the level rises or falls faster than RISE_MOVING or jumps by a centimetre."""
+        """Moving while the level rises or falls faster than 0.5 cm/min or jumps by a centimetre."""
         rise = self._values.get("rise")
-        return self._step > STEP_MOVING_CM or (rise is not None and abs(rise) > RISE_MOVING)
+        return self._step > _STEP_MOVING_CM or (rise is not None and abs(rise) > _RISE_MOVING)
 
-    def calibrate(self, readings=9, timeout_ms=5000):
-        """Measure the mounting height over the dry street: median of `readings` valid distances."""
-        med = Median(readings)
-        got = 0
-        dist = None
-        start = self._ticks()
-        while got < readings:
-            now = self._ticks()
-            if ticks_diff(now, start) > timeout_ms:
-                raise SensorFault("level_calibration", "%d of %d readings in %d ms" % (got, readings, timeout_ms))
-            mm = self._ranger.poll(now)
-            if mm is not None:
-                dist = med.push(mm)
-                got += 1
-            else:
-                self._sleep(50)
-        self.mount_mm = dist
-        return {"mount_mm": dist}
+
+def make(board, calibration):
+    """The sensor of a water-level node (make_sensor()): the A02YYUW on the board's level UART."""
+    from agent.a02yyuw import A02YYUW
+
+    return WaterSensor(A02YYUW(board.level_uart()), calibration)

@@ -20,32 +20,32 @@ from array import array
 
 try:
     from time import ticks_diff
-except ImportError:
 
-    def ticks_diff(a, b):  # type: ignore[no-redef]
-        return a - b
+    from micropython import const
+except ImportError:  # CPython (tests, tools): a clock that does not wrap; const() is the value itself
+    from copy import copy as const  # type: ignore[assignment, no-redef]
+    from operator import sub as ticks_diff  # type: ignore[assignment, no-redef]
 
+from agent.errors import SensorFault
+from agent.sensing import Sensor, provisioning
 
-from agent.sensing import WIND, Sensor
-from agent.sensor_fault import SensorFault
-
-SECONDS = 600  # 10 minutes of 1-s values
-MINUTES = 10
-SCALE = 720.0  # counts per newton
-LOAD_SILENCE_MS = 2000  # an HX711 converts at 10 or 80 Hz: 2 s without data is a fault
-MOVING_WIND = 8.0  # m/s (Beaufort 5): from here the gusts matter, sample every second
-MOVING_STEP = 1.0  # m/s change of the 3-s mean between samples
+_SECONDS = const(600)  # 10 minutes of 1-s values
+_MINUTES = const(10)
+_SCALE = const(720.0)  # counts per newton
+_LOAD_SILENCE_MS = const(2000)  # an HX711 converts at 10 or 80 Hz: 2 s without data is a fault
+_MOVING_WIND = const(8.0)  # m/s (Beaufort 5): from here the gusts matter, sample every second
+_MOVING_STEP = const(1.0)  # m/s change of the 3-s mean between samples
 
 
 class WindStats:
     """1-second speed values -> 3-s running mean, gust (max 3-s mean) and 10-minute mean."""
 
     def __init__(self):
-        self._sec = array("H", bytes(2 * SECONDS))  # cm/s
+        self._sec = array("H", bytes(2 * _SECONDS))  # cm/s
         self._i = 0
         self.count = 0
         self._sum = 0
-        self._minute = array("H", bytes(2 * MINUTES))  # highest 3-s mean per minute, cm/s
+        self._minute = array("H", bytes(2 * _MINUTES))  # highest 3-s mean per minute, cm/s
         self._m = 0
         self._in_minute = 0
         self.mean3 = None
@@ -58,19 +58,19 @@ class WindStats:
         sec = self._sec
         self._sum += cs - sec[self._i]
         sec[self._i] = cs
-        self._i = (self._i + 1) % SECONDS
-        if self.count < SECONDS:
+        self._i = (self._i + 1) % _SECONDS
+        if self.count < _SECONDS:
             self.count += 1
         if self.count >= 3:
             i = self._i
-            m3 = (sec[(i - 1) % SECONDS] + sec[(i - 2) % SECONDS] + sec[(i - 3) % SECONDS]) // 3
+            m3 = (sec[(i - 1) % _SECONDS] + sec[(i - 2) % _SECONDS] + sec[(i - 3) % _SECONDS]) // 3
             self.mean3 = m3 / 100.0
             if m3 > self._minute[self._m]:
                 self._minute[self._m] = m3
         self._in_minute += 1
         if self._in_minute >= 60:
             self._in_minute = 0
-            self._m = (self._m + 1) % MINUTES
+            self._m = (self._m + 1) % _MINUTES
             self._minute[self._m] = 0
 
     def gust(self):
@@ -89,7 +89,7 @@ class WindStats:
 class WindSensor(Sensor):
     """Wind from `anemometer` (an Anemometer) and load from `cell` (an HX711, or None)."""
 
-    KIND = WIND
+    KIND = "wind-load"
     FAST_MS = 1000
     SLOW_MS = 5000
 
@@ -101,7 +101,7 @@ class WindSensor(Sensor):
             anemometer.factor = cal["wind_factor"]
         self._cell = cell
         self.tare = cal.get("tare", 0.0)
-        self.scale = cal.get("scale", SCALE)
+        self.scale = cal.get("scale", _SCALE)
         self.stats = WindStats()
         self._prev_ms = None
         self._load_ms = None
@@ -120,66 +120,61 @@ class WindSensor(Sensor):
         """Book the wind since the last sample, then read the load if a conversion is ready."""
         if not self._ready:
             self.setup()
-        self._sample_wind(now_ms)
-        if self._cell is not None:
-            try:
-                self._sample_load(now_ms)
-            except SensorFault as fault:
-                self.fault = fault.code
-                raise
-
-    def _sample_wind(self, now_ms):
+        values = self._values
+        elapsed = 0 if self._prev_ms is None else ticks_diff(now_ms, self._prev_ms)
         if self._prev_ms is None:
             self._prev_ms = now_ms
             self._anemo.poll(now_ms)  # sets the reference edge and time
+        elif elapsed >= 500:  # earlier is too early for a 1-s value: the pulses stay counted
+            speed = self._anemo.speed(now_ms)
+            self._prev_ms = now_ms
+            stats = self.stats
+            before = stats.mean3
+            for _ in range(min((elapsed + 500) // 1000, _SECONDS)):
+                stats.push(speed)
+            values["wind"] = speed
+            values["wind10"] = stats.mean10()
+            if stats.mean3 is not None:
+                values["gust"] = stats.gust()
+            self._step = 0.0 if before is None or stats.mean3 is None else abs(stats.mean3 - before)
+        cell = self._cell
+        if cell is None:
             return
-        elapsed = ticks_diff(now_ms, self._prev_ms)
-        if elapsed < 500:
-            return  # too early for a 1-s value; the pulses stay counted for the next sample
-        speed = self._anemo.speed(now_ms)
-        self._prev_ms = now_ms
-        secs = (elapsed + 500) // 1000
-        stats = self.stats
-        before = stats.mean3
-        for _ in range(min(secs, SECONDS)):
-            stats.push(speed)
-        self._values["wind"] = speed
-        self._values["wind10"] = stats.mean10()
-        if stats.mean3 is not None:
-            self._values["gust"] = stats.gust()
-        self._step = 0.0 if before is None or stats.mean3 is None else abs(stats.mean3 - before)
-
-    def _sample_load(self, now_ms):
         if self._load_ms is None:
             self._load_ms = now_ms
-        cell = self._cell
-        if cell.ready():
-            raw = cell.read_raw()
-            if raw is not None:
-                self._values["load"] = (raw - self.tare) / self.scale
-                self._load_ms = now_ms
-                return
-        silent = ticks_diff(now_ms, self._load_ms)
-        if silent > LOAD_SILENCE_MS:
-            self._load_ms = now_ms  # report once per silence period, not on every sample
-            raise SensorFault("hx711_timeout", "no conversion for %d ms" % silent, True)
+        try:
+            if cell.ready():
+                raw = cell.read_raw()
+                if raw is not None:
+                    values["load"] = (raw - self.tare) / self.scale
+                    self._load_ms = now_ms
+                    return
+            silent = ticks_diff(now_ms, self._load_ms)
+            if silent > _LOAD_SILENCE_MS:
+                self._load_ms = now_ms  # report once per silence period, not on every sample
+                raise SensorFault("hx711_timeout", "no conversion for %d ms" % silent, True)
+        except SensorFault as fault:
+            self.fault = fault.code
+            raise
 
     def changing(self):
-        """Moving in fresh wind (>= MOVING_WIND) or while the 3-s mean jumps by MOVING_STEP."""
+        """Moving in fresh wind (>= 8 m/s) or while the 3-s mean jumps by 1 m/s between samples."""
         wind = self._values.get("wind", 0.0)
-        return wind >= MOVING_WIND or self._step >= MOVING_STEP
-
-    def calibrate(self, readings=10):
-        """Tare the load cell (mean of `readings` conversions with no wind load)."""
-        if self._cell is None:
-            return {"wind_factor": self._anemo.factor}
-        self._cell.setup()
-        self.tare = self._cell.average(readings)
-        return {"tare": self.tare, "scale": self.scale, "wind_factor": self._anemo.factor}
+        return wind >= _MOVING_WIND or self._step >= _MOVING_STEP
 
     def calibrate_span(self, newtons, readings=10):
         """Set the scale from a known load of `newtons` applied after tare; returns the calibration."""
-        if self._cell is None or newtons == 0:
-            raise ValueError("span calibration needs a load cell and a non-zero known load")
-        self.scale = (self._cell.average(readings) - self.tare) / newtons
-        return {"tare": self.tare, "scale": self.scale, "wind_factor": self._anemo.factor}
+        return provisioning("span", self, newtons, readings)
+
+
+def make(board, calibration):
+    """The sensor of a wind-load node (make_sensor()). Optional board attributes: disable_irq() and
+    enable_irq(state) (machine's, to protect the HX711 read) and HX711_MAX_HIGH_US."""
+    from agent.anemometer import Anemometer
+    from agent.hx711 import HX711
+
+    clock, data = board.hx711_pins()
+    cell = HX711(clock, data, disable_irq=getattr(board, "disable_irq", None),
+                 enable_irq=getattr(board, "enable_irq", None),
+                 max_high_us=getattr(board, "HX711_MAX_HIGH_US", None))
+    return WindSensor(Anemometer(board.anemometer_pin()), cell, calibration)

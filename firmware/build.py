@@ -65,7 +65,7 @@ def _sources(board: str) -> list[tuple[str, Path, bool]]:
 
 def _compile(src: Path, rel_source: str, out: Path, arch: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = _mpy_cross() + ["-march=" + arch, "-s", rel_source, "-o", str(out), str(src)]
+    cmd = _mpy_cross() + ["-O3", "-march=" + arch, "-s", rel_source, "-o", str(out), str(src)]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BuildError("mpy-cross failed on %s: %s" % (rel_source, (result.stderr or result.stdout).strip()))

@@ -18,8 +18,10 @@ from tests.observer import Observer
 pytestmark = pytest.mark.hil
 
 FLEET = "city"
-# The agent does not yet fit the 110 KB default heap on this 64-bit port (issue 4 is open on it).
-HEAP = "400k"
+# The boards run with the emulator's default heap, 110 KB, as an ESP32 without PSRAM; except the wind-load
+# node, which does not yet fit it through a config change (about 6 KB short; issue 4 stays open on it).
+HEAP = None
+HEAP_OF = {"wind-load": "116k"}
 SCENARIOS = Path(__file__).resolve().parent.parent / "tools" / "boardemu" / "scenarios"
 FAST_FLOOD = {"flood": Alarm("level", 270, 240, 3, 2), "flood_warn": Alarm("level", 150, 120, 3, 1)}
 
@@ -151,7 +153,7 @@ KIND_CASES = {
 @pytest.mark.parametrize("kind", sorted(KIND_CASES))
 def test_scenario_alarms_raise_and_clear_once(kind, board_factory, broker, tmp_path_factory):
     calibration, scenario, speed, alarms, expected = KIND_CASES[kind]
-    board = board_factory(kind, heap=HEAP)
+    board = board_factory(kind, heap=HEAP_OF.get(kind, HEAP))
     device = "%s-%s" % (kind.split("-")[0][:5], board.uid[-6:])
     identity = {"fleet": FLEET, "id": device, "kind": kind,
                 "broker": {"host": "127.0.0.1", "port": broker.port}, "calibration": calibration}

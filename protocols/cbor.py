@@ -1,4 +1,4 @@
-"""A small CBOR codec (RFC 8949) that runs unchanged on MicroPython 1.29 and CPython; API like cbor2.
+"""CBOR encoder (RFC 8949) that runs unchanged on MicroPython 1.29 and CPython; API like cbor2.
 
 `dumps(obj) -> bytes` writes preferred serialization (RFC 8949 §4.2.1/§4.2.2: shortest integers, lengths
 and floats) with map keys sorted by their encoded bytes (bytewise lexicographic, §4.2.1), so the device and
@@ -7,40 +7,29 @@ the only order both sides agree on. Note: cbor2's canonical=True sorts length-fi
 orders only differ when keys of different encoded length mix major types (e.g. keys 24 and -1).
 
 Supported: None, True, False, ints in [-2**64, 2**64-1], floats, str, bytes (bytearray/memoryview encode as
-bytes), list/tuple (decode as list), dict with int or str keys, `Tag`. Decoding also accepts non-preferred
-(longer) heads and floats, and indefinite-length strings, arrays and maps (RFC 8949 §3.2.2-3); the encoder
-never emits them. Every tag decodes as `Tag(number, content)`, tag 1 (epoch time) too, whose content must
-be a number; bignums (tags 2/3) stay `Tag(2, b"...")`. Simple values other than false/true/null
-(undefined, simple(0..19), simple(32..255)) are rejected. Nesting is limited to `max_depth` containers
-(arrays, maps and tags each count 1; the top-level container is depth 1).
+bytes), list/tuple, dict with int or str keys, `Tag`. Nesting is limited to `max_depth` containers (arrays,
+maps and tags each count 1; the top-level container is depth 1). A value outside the subset raises
+`CBOREncodeError` (a ProtocolError, hence a ValueError).
 
-Hostile input raises `CBORDecodeError` (a ValueError) naming the problem and its byte offset; a length is
-checked against the bytes that remain before anything is allocated (an array of n items needs at least n
-bytes, a map 2n), and the depth limit bounds recursion. MicroPython's str() accepts overlong UTF-8 and
-surrogates, so there text with non-ASCII bytes is validated here (RFC 3629).
+The decoder (`loads`, `CBORDecodeError`, `Tag`) lives in `protocols.cbor_decode`: the node encodes every
+reading but decodes only the rare command, so it loads the decoder for a command and drops it afterwards
+(agent/transient.py). Those names still read as `protocols.cbor.loads` etc.: `__getattr__` below imports
+the decoder on first use (PEP 562; MicroPython has module `__getattr__` too).
 
 ESP32 MicroPython has single-precision floats: every float there is exactly a float32, so it encodes as a
-half or a single, never a double; a received double is rounded to single precision.
+half or a single, never a double.
 """
 
 import struct
 
 from protocols.errors import ProtocolError
 
-#: Default nesting limit for `loads` and `dumps`.
+#: Default nesting limit for `dumps` and `loads`.
 MAX_DEPTH = 16
 
 
 class CBORError(ProtocolError):
     """Base of the codec's errors: a `ProtocolError`, hence a `ValueError`."""
-
-
-class CBORDecodeError(CBORError):
-    """Malformed, unsupported or hostile input; `offset` is the byte where the problem was found."""
-
-    def __init__(self, what, offset, reason="bad_cbor"):
-        self.offset = offset
-        super().__init__(reason, "%s at byte %d" % (what, offset))
 
 
 class CBOREncodeError(CBORError):
@@ -50,23 +39,13 @@ class CBOREncodeError(CBORError):
         super().__init__("bad_cbor", "cannot encode " + what)
 
 
-class Tag:
-    """A tagged item (RFC 8949 §3.4): tag number `tag` and its content `value`."""
+def __getattr__(name):
+    """The decoder's names (`loads`, `Tag`, `CBORDecodeError`), imported from protocols.cbor_decode on use."""
+    if name[0] == "_":  # dunders probed by import machinery and tools: not the decoder's business
+        raise AttributeError(name)
+    from protocols import cbor_decode
 
-    def __init__(self, tag, value):
-        if not isinstance(tag, int) or isinstance(tag, bool) or not 0 <= tag < 0x10000000000000000:
-            raise CBOREncodeError("tag number %r (must be an int in 0..2**64-1)" % (tag,))
-        self.tag = tag
-        self.value = value
-
-    def __eq__(self, other):
-        return isinstance(other, Tag) and self.tag == other.tag and self.value == other.value
-
-    def __repr__(self):
-        return "Tag(%d, %r)" % (self.tag, self.value)
-
-
-# ---------------------------------------------------------------------------------------------- encoding
+    return getattr(cbor_decode, name)
 
 
 def dumps(obj, max_depth=MAX_DEPTH) -> bytes:
@@ -77,37 +56,33 @@ def dumps(obj, max_depth=MAX_DEPTH) -> bytes:
 
 
 def _head(buf, major, n):
-    # Preferred serialization: the shortest argument that holds n (RFC 8949 §4.2.1).
-    mt = major << 5
+    # Preferred serialization (RFC 8949 §4.2.1): n itself below 24, else the shortest of 1, 2, 4 or 8
+    # big-endian bytes, announced by additional information 24, 25, 26 or 27.
     if n < 24:
-        buf.append(mt | n)
-    elif n < 0x100:
-        buf.append(mt | 24)
-        buf.append(n)
-    elif n < 0x10000:
-        buf.append(mt | 25)
-        buf.append(n >> 8)
-        buf.append(n & 0xFF)
-    elif n < 0x100000000:
-        buf.append(mt | 26)
-        buf.extend(struct.pack(">I", n))
-    else:
-        buf.append(mt | 27)
-        buf.extend(struct.pack(">Q", n))
+        buf.append(major << 5 | n)
+        return
+    info = 24
+    size = 1
+    while n >> (size << 3):
+        info += 1
+        size <<= 1
+    buf.append(major << 5 | info)
+    buf.extend(n.to_bytes(size, "big"))
 
 
 def _encode(buf, obj, depth):
+    # One function for every type, most frequent first: each function costs the node's heap.
     if obj is None:
         buf.append(0xF6)
     elif obj is False or obj is True:
         buf.append(0xF5 if obj else 0xF4)
     elif isinstance(obj, int):
-        if not -0x10000000000000000 <= obj < 0x10000000000000000:
+        n = ~obj if obj < 0 else obj  # a negative integer carries -1 - n (RFC 8949 §3.1, major type 1)
+        if n >> 64:
             raise CBOREncodeError("integer %d (outside -2**64..2**64-1)" % obj)
-        if obj >= 0:
-            _head(buf, 0, obj)
-        else:
-            _head(buf, 1, -1 - obj)
+        _head(buf, 1 if obj < 0 else 0, n)
+    elif isinstance(obj, float):
+        _float(buf, obj)
     elif isinstance(obj, str):
         try:
             raw = obj.encode("utf-8")
@@ -115,56 +90,45 @@ def _encode(buf, obj, depth):
             raise CBOREncodeError("text that is not valid Unicode") from None
         _head(buf, 3, len(raw))
         buf.extend(raw)
-    elif isinstance(obj, float):
-        _encode_float(buf, obj)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         _head(buf, 2, len(obj))
         buf.extend(obj)
-    elif isinstance(obj, (list, tuple)):
+    elif isinstance(obj, (list, tuple, dict)):
         if depth < 1:
             raise CBOREncodeError("value nested deeper than the limit")
-        _head(buf, 4, len(obj))
-        for item in obj:
-            _encode(buf, item, depth - 1)
-    elif isinstance(obj, dict):
-        _encode_map(buf, obj, depth)
-    elif isinstance(obj, Tag):
+        if isinstance(obj, dict):
+            pairs = []
+            for key in obj:
+                if key is True or key is False or not isinstance(key, (int, str)):
+                    raise CBOREncodeError("map key %r (keys must be int or str)" % (key,))
+                # the usual SenML/message label is -24..23: one byte, no encoder run
+                raw = bytes((key if key >= 0 else 0x1F - key,)) if isinstance(key, int) and -24 <= key < 24 \
+                    else dumps(key, 0)
+                pairs.append((raw, obj[key]))
+            # RFC 8949 §4.2.1: keys in bytewise lexicographic order of their encodings. Encodings are
+            # unique, so sorting the pairs never compares the values.
+            pairs.sort()
+            _head(buf, 5, len(pairs))
+            for raw, value in pairs:
+                buf.extend(raw)
+                _encode(buf, value, depth - 1)
+        else:
+            _head(buf, 4, len(obj))
+            for item in obj:
+                _encode(buf, item, depth - 1)
+    else:
+        # Only the fleet writes tags: the class lives with the decoder, which the node seldom loads.
+        from protocols.cbor_decode import Tag
+
+        if not isinstance(obj, Tag):
+            raise CBOREncodeError("type %s" % type(obj).__name__)
         if depth < 1:
             raise CBOREncodeError("value nested deeper than the limit")
         _head(buf, 6, obj.tag)
         _encode(buf, obj.value, depth - 1)
-    else:
-        raise CBOREncodeError("type %s" % type(obj).__name__)
 
 
-def _encode_map(buf, obj, depth):
-    if depth < 1:
-        raise CBOREncodeError("value nested deeper than the limit")
-    pairs = []
-    for key in obj:
-        if key is True or key is False or not isinstance(key, (int, str)):
-            raise CBOREncodeError("map key %r (keys must be int or str)" % (key,))
-        if isinstance(key, int) and -24 <= key < 24:  # the usual SenML/message label: one byte
-            raw = bytes((key if key >= 0 else 0x1F - key,))
-        else:
-            scratch = bytearray()
-            _encode(scratch, key, 0)
-            raw = bytes(scratch)
-        pairs.append((raw, obj[key]))
-    # RFC 8949 §4.2.1: keys in bytewise lexicographic order of their encodings (keys are unique, so the
-    # comparison never reaches the values).
-    pairs.sort(key=_first)
-    _head(buf, 5, len(pairs))
-    for raw, value in pairs:
-        buf.extend(raw)
-        _encode(buf, value, depth - 1)
-
-
-def _first(pair):
-    return pair[0]
-
-
-def _encode_float(buf, x):
+def _float(buf, x):
     # RFC 8949 §4.2.2: NaN as the half f97e00; otherwise the shortest of half, single, double that holds x.
     if x != x:
         buf.extend(b"\xf9\x7e\x00")
@@ -174,253 +138,29 @@ def _encode_float(buf, x):
         fits = struct.unpack(">f", single)[0] == x
     except OverflowError:  # CPython refuses to round a finite double to an infinite single
         fits = False
-    if fits:
-        half = _half_bits(struct.unpack(">I", single)[0])
-        if half >= 0:
-            buf.append(0xF9)
-            buf.append(half >> 8)
-            buf.append(half & 0xFF)
-        else:
-            buf.append(0xFA)
-            buf.extend(single)
-    else:
+    if not fits:
         buf.append(0xFB)
         buf.extend(struct.pack(">d", x))
-
-
-def _half_bits(bits):
-    """IEEE half bits holding the float32 with `bits` exactly, or -1.
-
-    By hand because MicroPython 1.29's struct 'e' packs 1e6 and the upper half subnormals wrongly.
-    """
-    sign = (bits >> 16) & 0x8000
-    exp = (bits >> 23) & 0xFF
+        return
+    # The half that holds this float32 exactly, or -1. By hand because MicroPython 1.29's struct 'e' packs
+    # 1e6 and the upper half subnormals wrongly.
+    bits = int.from_bytes(single, "big")
+    exp = (bits >> 23 & 0xFF) - 127
     mant = bits & 0x7FFFFF
-    if exp == 0xFF:  # infinity (NaN never gets here)
-        return sign | 0x7C00
-    if exp == 0:
-        return sign if mant == 0 else -1  # float32 subnormals are far below the half range
-    e = exp - 127
-    if -14 <= e <= 15:
-        return sign | ((e + 15) << 10) | (mant >> 13) if mant & 0x1FFF == 0 else -1
-    if -24 <= e < -14:  # a half subnormal: m * 2**-24 with m = significand >> -(e + 1)
-        shift = -(e + 1)
-        sig = mant | 0x800000
-        return sign | (sig >> shift) if sig & ((1 << shift) - 1) == 0 else -1
-    return -1
-
-
-# ---------------------------------------------------------------------------------------------- decoding
-
-
-def loads(data, max_depth=MAX_DEPTH):
-    """The value of the one CBOR item in `data` (bytes-like); CBORDecodeError for anything else."""
-    decoder = _Decoder(data, max_depth)
-    value = decoder.item(0)
-    if decoder.pos != len(decoder.data):
-        raise CBORDecodeError("trailing bytes after the item", decoder.pos)
-    return value
-
-
-class _Decoder:
-    def __init__(self, data, max_depth):
-        self.data = memoryview(data)
-        self.pos = 0
-        self.max_depth = max_depth
-
-    def need(self, n, what):
-        # Every length is checked against what remains before it is used to allocate or loop.
-        if n > len(self.data) - self.pos:
-            raise CBORDecodeError("truncated input: %s: %d bytes needed, %d left"
-                                  % (what, n, len(self.data) - self.pos), self.pos)
-
-    def head(self):
-        """(major type, additional info, argument or None for indefinite, offset of the head)."""
-        start = self.pos
-        self.need(1, "the head")
-        ib = self.data[start]
-        self.pos = start + 1
-        ai = ib & 31
-        return ib >> 5, ai, ai if ai < 24 else self.argument(ib >> 5, ai, start), start
-
-    def argument(self, major, ai, start):
-        # The argument of a head whose additional information is 24..31 (RFC 8949 §3).
-        if ai == 31:
-            if major in (0, 1, 6):
-                raise CBORDecodeError("indefinite length not allowed for major type %d" % major, start)
-            return None
-        if ai > 27:
-            raise CBORDecodeError("reserved additional information %d" % ai, start)
-        size = 1 << (ai - 24)
-        self.need(size, "the argument")
-        arg = struct.unpack_from(_ARG_FORMATS[ai - 24], self.data, self.pos)[0]
-        self.pos += size
-        return arg
-
-    def item(self, depth):
-        # head() inlined: this runs once per data item, and a call plus a tuple cost on MicroPython.
-        start = self.pos
-        data = self.data
-        if start >= len(data):
-            self.need(1, "the head")
-        ib = data[start]
-        self.pos = start + 1
-        major = ib >> 5
-        ai = ib & 31
-        arg = ai if ai < 24 else self.argument(major, ai, start)
-        if major == 0:
-            return arg
-        if major == 1:
-            return -1 - arg
-        if major == 2 or major == 3:
-            return self.string(major, arg, start)
-        if major == 7:
-            return self.simple(ai, arg, start)
-        if depth >= self.max_depth:
-            raise CBORDecodeError("nesting deeper than %d" % self.max_depth, start, "too_deep")
-        if major == 4:
-            return self.array(arg, depth + 1)
-        if major == 5:
-            return self.map(arg, depth + 1)
-        value = self.item(depth + 1)
-        if arg == 1 and (value is True or value is False or not isinstance(value, (int, float))):
-            raise CBORDecodeError("tag 1 (epoch time) content is not a number", start)
-        return Tag(arg, value)
-
-    def at_break(self):
-        self.need(1, "items or a break")
-        if self.data[self.pos] == 0xFF:
-            self.pos += 1
-            return True
-        return False
-
-    def array(self, count, depth):
-        items = []
-        if count is None:
-            while not self.at_break():
-                items.append(self.item(depth))
-        else:
-            self.need(count, "array items")
-            for _ in range(count):
-                items.append(self.item(depth))
-        return items
-
-    def map(self, count, depth):
-        result: dict = {}
-        if count is None:
-            while not self.at_break():
-                self.pair(result, depth)
-        else:
-            self.need(2 * count, "map pairs")
-            for _ in range(count):
-                self.pair(result, depth)
-        return result
-
-    def pair(self, result, depth):
-        # A break where the value belongs fails in item() like any misplaced break.
-        at = self.pos
-        key = self.item(depth)
-        if key is True or key is False or not isinstance(key, (int, str)):
-            raise CBORDecodeError("map key is not an int or text", at)
-        if key in result:
-            raise CBORDecodeError("duplicate map key %r" % (key,), at)
-        result[key] = self.item(depth)
-
-    def string(self, major, length, start):
-        if length is not None:
-            return self.chunk(major, length, self.pos)
-        parts = []  # indefinite length (RFC 8949 §3.2.3): definite chunks of the same major type
-        while not self.at_break():
-            chunk_major, _, chunk_length, at = self.head()
-            if chunk_major != major or chunk_length is None:
-                raise CBORDecodeError("indefinite-length string chunk is not a definite string of its type", at)
-            parts.append(self.chunk(major, chunk_length, self.pos))
-        return (b"" if major == 2 else "").join(parts)
-
-    def chunk(self, major, length, at):
-        self.need(length, "string bytes")
-        raw = self.data[at:at + length]
-        self.pos = at + length
-        if major == 2:
-            return bytes(raw)
-        try:
-            text = str(raw, "utf-8")
-        except UnicodeError:
-            text = None
-        # The strict check runs only on errors and, where str() is lax, on text with non-ASCII bytes.
-        if text is None or (_LAX_UTF8 and len(text) != length):
-            bad = _utf8_error(raw)
-            if text is None or bad >= 0:
-                raise CBORDecodeError("invalid UTF-8 in text string", at + max(bad, 0))
-        return text
-
-    def simple(self, ai, arg, start):
-        if ai == 25:
-            return _from_half(arg)
-        if ai == 26:
-            return struct.unpack_from(">f", self.data, start + 1)[0]
-        if ai == 27:
-            return struct.unpack_from(">d", self.data, start + 1)[0]
-        if ai == 20:
-            return False
-        if ai == 21:
-            return True
-        if ai == 22:
-            return None
-        if ai == 31:
-            raise CBORDecodeError("break code outside an indefinite-length item", start)
-        # undefined, simple(0..19) and the two-byte simple values (f8xx) are outside the subset
-        raise CBORDecodeError("unsupported simple value %d" % arg, start)
-
-
-_ARG_FORMATS = (">B", ">H", ">I", ">Q")
-
-
-def _from_half(h):
-    # Widen the half to float32 bits by hand (exact), then let struct read them: MicroPython's 'e' is unreliable.
-    exp = (h >> 10) & 0x1F
-    mant = h & 0x3FF
-    if exp == 0:
-        value = mant * 5.960464477539063e-08  # subnormal: mant * 2**-24, exact
-        return -value if h & 0x8000 else value
-    exp = 0xFF if exp == 0x1F else exp + 112  # rebias 15 -> 127; all-ones stays all-ones (inf/NaN)
-    return struct.unpack(">f", struct.pack(">I", ((h & 0x8000) << 16) | (exp << 23) | (mant << 13)))[0]
-
-
-def _utf8_error(raw):
-    """Offset of the first byte that breaks strict UTF-8 (RFC 3629: no overlongs, no surrogates), or -1."""
-    i = 0
-    n = len(raw)
-    while i < n:
-        b = raw[i]
-        if b < 0x80:
-            i += 1
-            continue
-        if 0xC2 <= b <= 0xDF:
-            count, low, high = 1, 0x80, 0xBF
-        elif 0xE0 <= b <= 0xEF:
-            count = 2
-            low = 0xA0 if b == 0xE0 else 0x80
-            high = 0x9F if b == 0xED else 0xBF
-        elif 0xF0 <= b <= 0xF4:
-            count = 3
-            low = 0x90 if b == 0xF0 else 0x80
-            high = 0x8F if b == 0xF4 else 0xBF
-        else:
-            return i
-        if i + count >= n:
-            return i
-        if not low <= raw[i + 1] <= high:
-            return i
-        for k in range(2, count + 1):
-            if not 0x80 <= raw[i + k] <= 0xBF:
-                return i
-        i += count + 1
-    return -1
-
-
-try:
-    str(b"\xc0\xaf", "utf-8")  # an overlong "/": a strict decoder refuses it
-    _LAX_UTF8 = True
-except UnicodeError:
-    _LAX_UTF8 = False
+    if exp == 128:  # infinity (NaN never gets here)
+        half = 0x7C00
+    elif exp == -127:  # zero; float32 subnormals are far below the half range
+        half = -1 if mant else 0
+    elif -14 <= exp <= 15:
+        half = -1 if mant & 0x1FFF else (exp + 15) << 10 | mant >> 13
+    elif -24 <= exp < -14:  # a half subnormal: m * 2**-24 with m = significand >> -(exp + 1)
+        mant |= 0x800000
+        half = -1 if mant & ((1 << (-1 - exp)) - 1) else mant >> (-1 - exp)
+    else:
+        half = -1
+    if half < 0:
+        buf.append(0xFA)
+        buf.extend(single)
+    else:
+        buf.append(0xF9)
+        buf.extend((half | bits >> 16 & 0x8000).to_bytes(2, "big"))

@@ -1,11 +1,11 @@
 """The fleet's side of the topics (SPEC.md "Topics"): its subscription filter.
 
-Apart from `protocols.topics` because only the fleet subscribes to many devices: the node never imports
+Apart from `protocols.topic` because only the fleet subscribes to many devices: the node never imports
 this module, so it costs the node's heap nothing.
 """
 
 from protocols.errors import ProtocolError
-from protocols.topics import FLEET_MAX, UP, UP_TYPES, check_id
+from protocols.topic import FLEET_MAX, UP, UP_TYPES, check_id
 
 
 def fleet_filter(fleet: str, kind: str = "+") -> str:

@@ -19,7 +19,7 @@ MAX_RECORDS = 64
 MAX_TEXT = 200
 #: Most entries in any array or map inside a message other than a SenML pack.
 MAX_ITEMS = 32
-#: Longest topic (bytes); see protocols.topics for the parts.
+#: Longest topic (bytes); see protocols.topic for the parts.
 MAX_TOPIC = 64
 
 

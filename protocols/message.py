@@ -6,7 +6,7 @@ Readers ignore keys they do not know, so a newer fleet reads an older device and
 """
 
 from protocols import fields
-from protocols.topics import DOWN, UP
+from protocols.topic import DOWN, UP
 
 
 class Message:

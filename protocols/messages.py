@@ -2,14 +2,16 @@
 
 `decode` enforces the limits of SPEC.md before and after CBOR decoding and turns every codec error into a
 ProtocolError, so a caller handles one exception type for anything that came off the wire. Message
-classes are imported when first needed, not here: a node imports only the few it uses (the fleet's
-readers of device messages, `protocols.read_up`, never), which keeps its heap small.
+classes are imported when first needed, not here. The node encodes its own messages with `protocols.up`
+and imports this module only to read a command, dropping it afterwards (agent/transient.py); it never
+imports the fleet's readers of device messages (`protocols.read_up`).
 """
 
-from protocols import cbor
+from protocols.cbor import dumps
+from protocols.cbor_decode import loads
 from protocols.errors import ProtocolError
 from protocols.limits import MAX_DEPTH, check_depth, check_size
-from protocols.topics import DOWN, UP, parse
+from protocols.topic import DOWN, UP, parse
 
 #: command topic type -> (module under protocols, class)
 COMMANDS = {"config": ("config", "Config"), "ping": ("commands", "Ping"), "reboot": ("commands", "Reboot"),
@@ -20,7 +22,7 @@ def encode(message) -> bytes:
     """CBOR bytes of `message`, checked against the size and depth limits."""
     obj = message.to_obj()
     check_depth(obj)
-    data = cbor.dumps(obj)
+    data = dumps(obj)
     check_size(data)
     return data
 
@@ -29,7 +31,7 @@ def load(data):
     """Decode a payload within the limits; any malformed input raises ProtocolError("bad_cbor")."""
     check_size(data)
     try:
-        obj = cbor.loads(data, max_depth=MAX_DEPTH)
+        obj = loads(data, max_depth=MAX_DEPTH)
     except ProtocolError:
         raise
     except ValueError as error:

@@ -1,11 +1,13 @@
-"""SenML (RFC 8428) in its CBOR form, the part a node needs: labels, units, catalogue, name rule.
+"""SenML (RFC 8428) in its CBOR form: labels, units, the catalogue, the name rule.
 
 A pack is a list of records; a record is a dict keyed by the integer labels of RFC 8428 §6 Table 4. The
-device-side builder that makes packs compact lives in `protocols.senml_pack`; the fleet's checks of a
-received pack and the resolver (RFC 8428 §4.6) live in `protocols.senml_resolve`, which the node never
-imports (it only builds packs, so they cost it no heap).
+device-side builder that makes packs compact lives in `protocols.senml_pack` (self-contained, with the
+catalogue: it is the only SenML module the node keeps loaded); the fleet's checks of a received pack and
+the resolver (RFC 8428 §4.6) live in `protocols.senml_resolve`, which the node never imports (it only
+builds packs, so they cost it no heap). The node loads this module only with a config command.
 """
 
+from protocols import senml_pack
 from protocols.errors import ProtocolError
 
 # RFC 8428 §6, Table 4 (the table is final: extensions use text labels, §6).
@@ -32,14 +34,8 @@ VD = 8
 UNITS = ("m", "m/s2", "mm", "cm", "m/s", "km/h", "deg", "rad", "N", "Pa", "hPa", "V", "mV", "A", "%EL", "s", "ms",
          "Cel", "%RH", "B", "count", "/", "1/s", "Hz")
 
-#: The measurement catalogue (SPEC.md "Measurements"): name -> unit. Records with these names may omit
-#: the unit, as in the LwM2M SenML profile where the object model fixes it; the resolver fills it in.
-MEASUREMENTS = {
-    "tilt": "deg",    # manhole cover: angle from its resting position
-    "level": "mm",    # street water: depth of water above the road surface
-    "load": "N",      # billboard: wind load on the structure
-    "wind": "m/s",    # billboard: wind speed, where an anemometer is fitted
-}
+#: The measurement catalogue (SPEC.md "Measurements"): name -> unit, defined beside the node's pack builder.
+MEASUREMENTS = senml_pack.MEASUREMENTS
 
 _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-:./_"
 

@@ -1,14 +1,43 @@
-"""Device-side builder of compact SenML packs (SPEC.md "Telemetry").
+"""Device-side builder of compact SenML packs (SPEC.md "Telemetry"), and the measurement catalogue.
 
 Readings are kept in lists sized at start-up; `pack()` chooses base name, base time, base unit and base
 value only when they make the CBOR smaller, counting encoded bytes arithmetically (no trial encoding).
 Times are whole seconds: absolute (>= 2**28) or relative to the moment of sending (< 2**28, usually <= 0).
+
+The node keeps this module resident (every report goes through it), so it is self-contained: labels are
+`const()`, and `add()` checks only what would put a wrong type on the wire. Names and units are the
+agent's own constants (agent/reporter.py WIRE, checked against RFC 8428 §4.5.1 and `senml.UNITS` by
+tests/test_agent_reporter.py); the fleet checks every received pack in full (`protocols.senml_resolve`).
 """
 
 from protocols.errors import ProtocolError
-from protocols.fields import RELATIVE_LIMIT, bad, is_int, is_number
-from protocols.limits import MAX_RECORDS
-from protocols.senml import BN, BT, BU, BV, MEASUREMENTS, UNITS, UT, N, T, U, V, check_name
+
+try:
+    from micropython import const
+except ImportError:  # CPython: every const here is an int
+    const = int
+
+# RFC 8428 §6 labels (protocols/senml.py has them all)
+_BN = const(-2)
+_BT = const(-3)
+_BU = const(-4)
+_BV = const(-5)
+_N = const(0)
+_U = const(1)
+_V = const(2)
+_T = const(6)
+_UT = const(7)
+_RELATIVE = const(0x10000000)  # 2**28: below it a SenML time is relative (RFC 8428 §4.5.3)
+
+#: The measurement catalogue (SPEC.md "Measurements"): name -> unit. Records with these names leave the
+#: unit out, as in the LwM2M SenML profile where the object model fixes it; the resolver fills it in.
+#: Defined here, where the node needs it, and read by the fleet as `protocols.senml.MEASUREMENTS`.
+MEASUREMENTS = {
+    "tilt": "deg",    # manhole cover: angle from its resting position
+    "level": "mm",    # street water: depth of water above the road surface
+    "load": "N",      # billboard: wind load on the structure
+    "wind": "m/s",    # billboard: wind speed, where an anemometer is fitted
+}
 
 
 def int_size(value: int) -> int:
@@ -19,15 +48,15 @@ def int_size(value: int) -> int:
 
 
 class PackBuilder:
-    """Collects up to `capacity` readings and turns them into the most compact pack we know how to make."""
+    """Collects up to `capacity` readings (at most 64, SPEC.md "Limits") and turns them into the most
+    compact pack we know how to make."""
 
-    def __init__(self, capacity: int = MAX_RECORDS) -> None:
-        if not is_int(capacity) or not 0 < capacity <= MAX_RECORDS:
-            bad("capacity", "1..%d" % MAX_RECORDS, (capacity,))
-        self.capacity = capacity
+    def __init__(self, capacity: int = 64) -> None:
+        if not 0 < capacity <= 64:
+            raise ProtocolError("senml_pack", "capacity %r" % (capacity,))
         self.names = [""] * capacity
         self.units = [""] * capacity
-        self.values = [0] * capacity
+        self.values: list = [0] * capacity  # ints and floats
         self.times = [0] * capacity
         self.count = 0
 
@@ -36,19 +65,18 @@ class PackBuilder:
         self.count = 0
 
     def add(self, name: str, value, time: int, unit=None) -> None:
-        """Add one numeric reading; `unit` may be left out for a catalogue measurement (SPEC.md)."""
-        if self.count >= self.capacity:
-            raise ProtocolError("pack_full", "pack holds at most %d readings" % self.capacity)
-        check_name(name)
-        if not is_number(value) or not is_int(time):
-            bad(name, "a finite number at whole seconds", ((value, time),))
-        if unit is None and name not in MEASUREMENTS or unit is not None and unit not in UNITS:
-            bad("unit of " + name, "in protocols.senml.UNITS (or left out for a catalogue name)", (unit,))
-        if unit is None or MEASUREMENTS.get(name) == unit:
-            unit = ""
+        """Add one numeric reading at whole second `time`; `unit` may be left out for a catalogue name
+        (and is left out of the pack when it is the catalogue's)."""
         index = self.count
+        if index >= len(self.names):
+            raise ProtocolError("pack_full", "pack holds at most %d readings" % index)
+        # an int or a finite float (value - value is nan for inf and nan), at an int time; never a bool
+        if not isinstance(time, int) or time is True or time is False or value is True or value is False \
+                or not isinstance(value, (int, float)) or value - value != 0 \
+                or unit is None and name not in MEASUREMENTS:
+            raise ProtocolError("bad_field", "reading %r" % ((name, value, time, unit),))
         self.names[index] = name
-        self.units[index] = unit
+        self.units[index] = "" if unit is None or MEASUREMENTS.get(name) == unit else unit
         self.values[index] = value
         self.times[index] = time
         self.count = index + 1
@@ -59,60 +87,66 @@ class PackBuilder:
         if not count:
             raise ProtocolError("senml_pack", "no readings to pack")
         names = self.names[:count]
+        units = self.units[:count]
         records: list = [{} for _ in range(count)]
-        _names(records, names, self.units[:count])
-        _rebase(records, self.times[:count], T, BT, True)
-        _rebase(records, self.values[:count], V, BV, False)
+        # bn: the longest common prefix, when its label and text cost less than it saves in every record
+        # (names are ASCII: a text of n characters costs int_size(n) + n bytes)
+        prefix = names[0] if count > 1 else ""
+        for name in names:
+            while not name.startswith(prefix):
+                prefix = prefix[:-1]
+        size = len(prefix)
+        saved = 0
+        for name in names:
+            saved += size + int_size(len(name)) - int_size(len(name) - size)
+        if not prefix or 1 + size + int_size(size) >= saved:
+            prefix = ""
+            size = 0
+        else:
+            records[0][_BN] = prefix
+        # bu: only when every record has the same non-empty unit
+        same = count > 1 and units[0] and units.count(units[0]) == count
+        if same:
+            records[0][_BU] = units[0]
+        for index in range(count):
+            if names[index] != prefix:
+                records[index][_N] = names[index][size:]
+            if units[index] and not same:
+                records[index][_U] = units[index]
+        _rebase(records, self.times[:count], _T, _BT)
+        _rebase(records, self.values[:count], _V, _BV)
         if update is not None:
             seen = []
             for index in range(count - 1, -1, -1):
                 if names[index] not in seen:
                     seen.append(names[index])
-                    records[index][UT] = update
+                    records[index][_UT] = update
         return records
 
 
-def _names(records, names, units) -> None:
-    # bn: the longest common prefix, when its label and text cost less than it saves in every record
-    # (names are ASCII, check_name says so: a text of n characters costs int_size(n) + n bytes)
-    prefix = names[0] if len(names) > 1 else ""
-    for name in names:
-        while not name.startswith(prefix):
-            prefix = prefix[:-1]
-    size = len(prefix)
-    if not prefix or 1 + size + int_size(size) >= sum(size + int_size(len(n)) - int_size(len(n) - size)
-                                                        for n in names):
-        prefix = ""
-    else:
-        records[0][BN] = prefix
-    for index, name in enumerate(names):
-        if name != prefix:
-            records[index][N] = name[len(prefix):]
-    # bu: only when every record has the same non-empty unit
-    same = len(names) > 1 and units[0] and all(unit == units[0] for unit in units)
-    if same:
-        records[0][BU] = units[0]
-        return
-    for index, unit in enumerate(units):
-        if unit:
-            records[index][U] = unit
-
-
-def _rebase(records, items, label, base_label, times) -> None:
+def _rebase(records, items, label, base_label) -> None:
     """Write `items` under `label`, as offsets from a base under `base_label` when that is smaller.
 
-    Times (`times` True): the base is the reading nearest the middle of the range, all relative or all
+    Times (`label` t): the base is the reading nearest the middle of the range, all relative or all
     absolute, and a zero offset is left out (label and value). Values: the middle of the range, ints only.
     """
+    times = label == _T
     base = 0
     low = min(items)
     high = max(items)
     middle = low + (high - low) // 2
     if times:
-        usable = (low < RELATIVE_LIMIT) == (high < RELATIVE_LIMIT)
-        middle = min(items, key=lambda item: abs(item - middle))
+        usable = (low < _RELATIVE) == (high < _RELATIVE)
+        nearest = items[0]
+        for item in items:
+            if abs(item - middle) < abs(nearest - middle):
+                nearest = item
+        middle = nearest
     else:
-        usable = all(is_int(item) for item in items)
+        usable = True
+        for item in items:
+            if not isinstance(item, int):  # add() let no bool in
+                usable = False
     if len(items) > 1 and usable:
         # bytes with `middle` as base minus bytes without: its label and value, then each item's change
         change = 1 + int_size(middle)

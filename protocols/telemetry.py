@@ -15,8 +15,9 @@ from protocols.message import UpMessage
 class Telemetry(UpMessage):
     """Readings of one device: `pack` is a SenML pack (list of records keyed by RFC 8428 integer labels).
 
-    Built on the node from `senml_pack.PackBuilder`, which checks every reading, so only the shape is
-    checked here; the fleet checks a received pack in full (`protocols.read_up`).
+    The node builds packs with `senml_pack.PackBuilder` and encodes them with `protocols.up.telemetry`
+    (the same bytes as this class); only the shape is checked here, the fleet checks a received pack in
+    full (`protocols.read_up`).
     """
 
     KIND = "telemetry"

@@ -1,107 +1,23 @@
-"""MQTT topics of the contract (SPEC.md "Topics"): build, parse, and the QoS/retain of each type.
+"""MQTT topics of the contract (SPEC.md "Topics"), the part the node keeps loaded: the topic strings it
+publishes on. Device to fleet: ``dt/<fleet>/<device_id>/<type>``; fleet to device: ``cmd/...``.
 
-Device to fleet: ``dt/<fleet>/<device_id>/<type>``; fleet to device: ``cmd/<fleet>/<device_id>/<type>``.
-Topics are short on purpose: MQTT resends the topic with every PUBLISH. The fleet's subscription filter
-lives in `protocols.fleet_topics`, which the node never imports.
+Everything else (`Topic`, `parse`, `down`, `device_filter`, `check_id`, the QoS/retain tables) is in
+`protocols.topic` and reads as `protocols.topics.<name>` too: `__getattr__` below imports it on first use
+(PEP 562; MicroPython has module `__getattr__` too), so the node pays for it only while it reads a
+command's topic (agent/commands.py, through agent/transient.py).
 """
 
-from protocols.errors import ProtocolError
-from protocols.fields import bad
-from protocols.limits import MAX_TOPIC
 
-UP = "dt"
-DOWN = "cmd"
-
-#: type -> (qos, retain). Retained up: only `state`, so the fleet always finds the last birth/will.
-UP_TYPES = {
-    "telemetry": (1, False),
-    "event": (1, False),
-    "health": (1, False),
-    "state": (1, True),
-    "ack": (1, False),
-    "ota": (1, False),
-}
-#: Retained down: only `config`, the desired state a device gets on every (re)subscribe. A retained
-#: reboot/ping would be replayed at each connect, so those are never retained.
-DOWN_TYPES = {
-    "config": (1, True),
-    "ping": (1, False),
-    "reboot": (1, False),
-    "ota": (1, False),
-    "rebirth": (1, False),
-}
-
-FLEET_MAX = 16
-DEVICE_MAX = 32
-_ID_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
-_ID_CHARS = _ID_FIRST + "-_"
+def up(fleet, device, kind):
+    """The topic string a device publishes `kind` on. Ids and type are not checked here: the ids come from
+    the provisioned identity (`fleet provision` checks them with `check_id`), the type from agent code."""
+    return "dt/" + fleet + "/" + device + "/" + kind
 
 
-def check_id(value, what: str, longest: int) -> str:
-    """Return `value` when it is a valid fleet or device id, else raise ProtocolError("bad_id")."""
-    # strip() removes every allowed character from both ends: anything left is a character not allowed
-    if not isinstance(value, str) or not 0 < len(value) <= longest or value[0] not in _ID_FIRST \
-            or value.strip(_ID_CHARS):
-        bad(what + " id", "1..%d characters of a-z 0-9 - _ starting with a-z or 0-9" % longest, (value,), "bad_id")
-    return value
+def __getattr__(name):
+    """The names of protocols.topic, imported on first use."""
+    if name[0] == "_":  # dunders probed by import machinery and tools: not the topic module's business
+        raise AttributeError(name)
+    from protocols import topic
 
-
-class Topic:
-    """One concrete topic: direction (`UP`/`DOWN`), fleet id, device id and message type, validated;
-    `qos` and `retain` are those its messages are published with."""
-
-    def __init__(self, direction: str, fleet: str, device: str, kind: str) -> None:
-        types = UP_TYPES if direction == UP else DOWN_TYPES if direction == DOWN else {}
-        if not types:
-            bad("direction", "%r or %r" % (UP, DOWN), (direction,), "bad_topic")
-        check_id(fleet, "fleet", FLEET_MAX)
-        check_id(device, "device", DEVICE_MAX)
-        if kind not in types:
-            raise ProtocolError("bad_type", "unknown %s type %r" % (direction, kind))
-        self.direction = direction
-        self.fleet = fleet
-        self.device = device
-        self.kind = kind
-        self.qos, self.retain = types[kind]
-
-    def __str__(self) -> str:
-        return "/".join((self.direction, self.fleet, self.device, self.kind))
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Topic) and str(self) == str(other)
-
-    def __hash__(self) -> int:
-        return hash(str(self))
-
-
-def up(fleet: str, device: str, kind: str) -> Topic:
-    """Topic a device publishes `kind` on."""
-    return Topic(UP, fleet, device, kind)
-
-
-def down(fleet: str, device: str, kind: str) -> Topic:
-    """Topic the fleet sends command `kind` to one device on."""
-    return Topic(DOWN, fleet, device, kind)
-
-
-def parse(text) -> Topic:
-    """Parse a concrete topic; raise ProtocolError with a reason when it is not one of ours."""
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(text).decode()
-        except UnicodeError:
-            text = None
-    # one test, one message: text, short enough, no wildcards, 4 levels (the prefix is Topic's check)
-    parts = text.split("/") if isinstance(text, str) and len(text) <= MAX_TOPIC and "+" not in text \
-        and "#" not in text else []
-    if len(parts) != 4:
-        bad("topic %r" % (text,), "<dt|cmd>/<fleet>/<device>/<type>, UTF-8, at most %d bytes, no wildcards"
-            % MAX_TOPIC, (), "bad_topic")
-    return Topic(parts[0], parts[1], parts[2], parts[3])
-
-
-def device_filter(fleet: str, device: str) -> str:
-    """Subscription filter a device uses for all of its commands."""
-    check_id(fleet, "fleet", FLEET_MAX)
-    check_id(device, "device", DEVICE_MAX)
-    return DOWN + "/" + fleet + "/" + device + "/+"
+    return getattr(topic, name)

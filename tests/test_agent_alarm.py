@@ -6,8 +6,7 @@ try:
 except ImportError:  # under the MicroPython VM only the case_* functions and run_cases() are used
     pytest = None
 
-from agent.alarm import CLEARED, RAISED, Alarm, from_entry
-from agent.alarm_store import AlarmStore
+from agent.alarm import CLEARED, RAISED, Alarm, AlarmStore, from_entry
 from agent.defaults import config_for
 from agent.errors import AgentError
 
@@ -51,12 +50,12 @@ def case_no_flapping_on_a_noisy_trace_with_spikes_one_raise_one_clear():
 
 def case_since_is_the_first_sample_past_the_threshold():
     a = Alarm("tilt", "tilt", 15, 12, confirm=10)
-    assert a.update(16, 100) is None and a.pending
+    assert a.update(16, 100) is None and a.since == 100  # a run is pending
     assert a.update(17, 105) is None
     ev = a.update(16, 110)
     assert ev.state == RAISED and ev.since == 100 and ev.value == 16
     # a short dip back under the clear level is not a clear
-    assert a.update(11, 120) is None and a.update(14, 125) is None and not a.pending
+    assert a.update(11, 120) is None and a.update(14, 125) is None and a.since is None
     assert a.update(12, 130) is None and a.update(5, 139) is None
     ev = a.update(6, 140)
     assert ev.state == CLEARED and ev.since == 130 and ev.threshold == 12
@@ -87,7 +86,9 @@ def case_defaults_build_alarms_for_every_kind():
     for kind in ("manhole-tilt", "water-level", "wind-load"):
         for name, entry in config_for(kind)[3].items():
             a = from_entry(name, entry)
-            assert a.describe()[1] == entry[1]
+            assert (a.measure, a.raise_at, a.clear_at, a.confirm, a.level) == tuple(entry[k]
+                                                                                     for k in range(5))
+            assert a.clear_confirm == entry.get(5, entry[3])
     storm = from_entry("storm", config_for("wind-load")[3]["storm"])
     assert storm.update(24.5, 0).state == RAISED  # Beaufort 10 raises at once
 

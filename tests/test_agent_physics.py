@@ -7,11 +7,11 @@ import math
 import pytest
 
 from agent.a02yyuw import A02YYUW
+from agent.errors import SensorFault
 from agent.hx711 import HX711
 from agent.lis3dh import LIS3DH
 from agent.manhole import ManholeSensor, tilt_deg
-from agent.scheduler import Scheduler, for_sensor
-from agent.sensor_fault import SensorFault
+from agent.scheduler import Scheduler
 from agent.water import Median, Slope, WaterSensor
 from agent.wind import WindSensor, WindStats
 from tests.fakebus import FakeClock, FakeHX711, FakeI2C, FakeLIS3DH, FakePin, FakeUART, a02_frame
@@ -48,15 +48,19 @@ def _manhole(mount=(0.0, 0.0, 1.0), with_pin=True):
     chip = FakeLIS3DH(pin)
     bus.devices[0x18] = chip
     chip.set_g(*mount)
-    sensor = ManholeSensor(LIS3DH(bus), pin, sleep=lambda ms: None)
+    sensor = ManholeSensor(LIS3DH(bus), pin)
     return sensor, chip, pin, bus
+
+
+def _no_sleep(ms):
+    pass
 
 
 def test_manhole_tilt_from_calibrated_baseline():
     mount = _rot_y((0, 0, 1), 40)  # sensor bolted on at 40 degrees
     sensor, chip, _, _ = _manhole(mount)
     sensor.setup()
-    cal = sensor.calibrate()
+    cal = sensor.calibrate(sleep=_no_sleep)
     assert (cal["base_x"], cal["base_z"]) == pytest.approx((mount[0], mount[2]), abs=0.002)
     chip.set_g(*_rot_y(mount, 20))  # the cover tips 20 degrees
     for t in range(20):
@@ -69,7 +73,7 @@ def test_manhole_calibration_refuses_a_moving_cover():
     sensor, chip, _, _ = _manhole((0.0, 0.0, 0.5))
     sensor.setup()
     with pytest.raises(SensorFault, match="manhole_not_at_rest"):
-        sensor.calibrate()
+        sensor.calibrate(sleep=_no_sleep)
 
 
 def test_manhole_knock_does_not_move_tilt_but_raises_one_impact_event():
@@ -196,11 +200,11 @@ def test_water_calibrate_measures_the_dry_street():
         if frames:
             uart.feed(frames.pop(0))
 
-    sensor = WaterSensor(A02YYUW(uart), None, sleep=sleep, ticks=clock.ticks_ms)
-    assert sensor.calibrate(readings=9) == {"mount_mm": 2000}
+    sensor = WaterSensor(A02YYUW(uart), None)
+    assert sensor.calibrate(readings=9, sleep=sleep, ticks=clock.ticks_ms) == {"mount_mm": 2000}
     assert sensor.mount_mm == 2000
     with pytest.raises(SensorFault, match="level_calibration"):
-        sensor.calibrate(readings=9, timeout_ms=1000)
+        sensor.calibrate(readings=9, timeout_ms=1000, sleep=sleep, ticks=clock.ticks_ms)
 
 
 def test_water_silence_is_a_fault_recorded_on_the_sensor():
@@ -300,16 +304,14 @@ def test_wind_silent_load_cell_is_a_fault_after_two_seconds():
 
 def test_scheduler_goes_fast_at_once_and_slow_only_after_the_hold():
     sched = Scheduler(1000, 60000, hold_ms=30000)
-    assert sched.due(0)
     assert sched.done(0, busy=False) == 60000
-    assert not sched.due(59999) and sched.due(60000)
     assert sched.done(60000, busy=True) == 1000
     t = 61000
     while t < 60000 + 30000:
         assert sched.done(t, busy=False) == 1000
         t += 1000
     assert sched.done(t, busy=False) == 60000
-    assert sched.switches == 2
+    assert sched.switches == 2 and not sched.fast
 
 
 def test_scheduler_does_not_flip_on_a_wobbling_value():
@@ -318,19 +320,18 @@ def test_scheduler_does_not_flip_on_a_wobbling_value():
     assert set(periods) == {1000} and sched.switches == 1
 
 
-def test_scheduler_wake_makes_a_sample_due_now():
+def test_scheduler_hold_survives_the_tick_counter_wrapping():
+    wrap = 1 << 30  # time.ticks_ms() wraps here on MicroPython; ticks_diff() is plain subtraction on CPython
     sched = Scheduler(100, 10000, hold_ms=5000)
-    sched.done(0, busy=False)
-    assert sched.wait_ms(10) == 9990
-    sched.wake(10)
-    assert sched.due(10) and sched.fast
-    assert sched.done(10, busy=False) == 100
+    assert sched.done(wrap - 1000, busy=True) == 100
+    assert sched.done(wrap + 3000, busy=False) == 100
+    assert sched.done(wrap + 4000, busy=False) == 10000
 
 
-def test_scheduler_for_sensor_and_bad_periods():
+def test_scheduler_takes_the_sensors_periods_and_refuses_bad_ones():
     sensor, _ = _water()
-    sched = for_sensor(sensor)
-    assert (sched.fast_ms, sched.slow_ms) == (2000, 60000)
+    sched = Scheduler(sensor.interval_ms(True), sensor.interval_ms(False))  # as agent/app.py builds it
+    assert (sched.fast_ms, sched.slow_ms, sched.hold_ms) == (2000, 60000, 60000)
     with pytest.raises(ValueError):
         Scheduler(5000, 1000)
 
@@ -355,9 +356,9 @@ pin = FakePin(0)
 chip = FakeLIS3DH(pin)
 bus.devices[0x18] = chip
 chip.set_g(0.0, 0.0, 1.0)
-man = ManholeSensor(LIS3DH(bus), pin, sleep=lambda ms: None)
+man = ManholeSensor(LIS3DH(bus), pin)
 man.setup()
-man.calibrate(8)
+man.calibrate(8, sleep=lambda ms: None)
 chip.set_g(0.0, -s, c)
 for t in range(20):
     man.sample(t)

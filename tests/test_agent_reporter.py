@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from agent import defaults
 from agent.config import AgentConfig
 from agent.outbox import Outbox
-from agent.reporter import EVENT, TELEMETRY, Reporter
+from agent.reporter import EVENT, TELEMETRY, WIRE, Reporter
 from agent.sequence import Sequence
-from protocols import messages
+from protocols import messages, senml
 
 SAMPLES = {
     "manhole-tilt": {"tilt": 0.4, "accel": 9.81},
@@ -55,3 +56,13 @@ def test_alarm_levels_raise_events_once(kind, tmp_path):
     events = [messages.decode("dt/city/n1/event", p) for k, p in _drain(reporter.outbox) if k == EVENT]
     raised = [e.alarm for e in events if e.state == 1]
     assert raised and len(raised) == len(set(raised))
+
+
+def test_wire_names_and_units_are_what_senml_allows():
+    """The node's pack builder trusts the reporter's names and units (protocols/senml_pack.py): check them
+    here, where they are constants. A name without a unit must be a catalogue measurement."""
+    for name, (_, unit, _) in WIRE.items():
+        assert senml.check_name(name) == name
+        assert unit in senml.UNITS if unit is not None else name in senml.MEASUREMENTS
+    for measures in defaults.MEASURES.values():
+        assert set(measures) <= set(WIRE)  # to_wire() would send an unknown name without a unit

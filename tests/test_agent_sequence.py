@@ -20,7 +20,7 @@ def _writes(path):
 
 def case_new_device_starts_at_boot_1_seq_0(tmp):
     s = Sequence(tmp + "/seq")
-    assert (s.boot, s.next(), s.next(), s.peek()) == (1, 0, 1, 2)
+    assert (s.boot, s.next(), s.next(), s.next()) == (1, 0, 1, 2)
     assert not s.recovered
 
 
@@ -38,7 +38,7 @@ def case_numbers_never_repeat_across_reboots(tmp):
     assert boots == list(range(1, 9))
     # a reboot skips at most block - 1 numbers
     s = Sequence(path, block=8)
-    assert s.peek() - max(seen) <= 8
+    assert s.next() - max(seen) <= 8
 
 
 def case_flash_is_written_once_per_block(tmp):
@@ -58,7 +58,7 @@ def case_wraps_at_2_pow_32(tmp):
     s = Sequence(path, block=4)
     assert s.boot == 8
     assert [s.next() for _ in range(4)] == [0xFFFFFFFE, 0xFFFFFFFF, 0, 1]
-    assert Sequence(path, block=4).peek() == 2
+    assert Sequence(path, block=4).next() == 2
 
 
 def case_corrupt_state_gets_a_random_boot_id(tmp):
@@ -75,7 +75,7 @@ def case_cut_between_fat_remove_and_rename_uses_the_tmp_copy(tmp):
     Sequence(path, block=16)
     os.rename(path, path + flashio.TMP)  # what a cut in the FAT driver's remove-then-rename leaves
     s = Sequence(path, block=16)
-    assert s.boot == 2 and s.peek() == 16 and not s.recovered
+    assert s.boot == 2 and s.next() == 16 and not s.recovered
 
 
 def run_cases(tmp):

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from protocols import cbor
+from protocols import cbor, cbor_decode
 from protocols.cbor import CBORDecodeError, CBOREncodeError, Tag, dumps, loads
 from protocols.errors import ProtocolError
 from tests.mpvm import check_micropython
@@ -167,7 +167,7 @@ def test_utf8_check_agrees_with_cpythons_strict_decoder():
             expected = -1
         except UnicodeDecodeError as error:
             expected = error.start
-        assert cbor._utf8_error(raw) == expected, raw.hex()
+        assert cbor_decode._utf8_error(raw) == expected, raw.hex()
 
 
 def test_depth_limit_counts_containers_and_tags():

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import messages, read_up, topics
+from protocols import messages, read_up, topic
 from protocols.ack import OK, REFUSED, Ack
 from protocols.commands import Ping, Rebirth, Reboot
 from protocols.config import Config
@@ -70,7 +70,7 @@ def cases():
 
 
 def _topic(message, kind):
-    return topics.Topic(message.DIRECTION, "city1", "wl-0001", kind)
+    return topic.Topic(message.DIRECTION, "city1", "wl-0001", kind)
 
 
 CASES = cases()
@@ -193,12 +193,12 @@ def test_unknown_topic_types_and_directions():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=64), st.sampled_from(sorted([(topics.UP, kind) for kind in topics.UP_TYPES]
-                                                      + [(topics.DOWN, kind) for kind in topics.DOWN_TYPES])))
+@given(st.binary(max_size=64), st.sampled_from(sorted([(topic.UP, kind) for kind in topic.UP_TYPES]
+                                                      + [(topic.DOWN, kind) for kind in topic.DOWN_TYPES])))
 def test_garbage_raises_only_protocol_error(data, key):
     direction, kind = key
     try:
-        messages.decode(topics.Topic(direction, "c", "d", kind), data)
+        messages.decode(topic.Topic(direction, "c", "d", kind), data)
     except ProtocolError:
         pass
 

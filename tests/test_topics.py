@@ -1,26 +1,39 @@
-"""Topics: build, parse, QoS/retain table, and every way a topic is rejected (SPEC.md "Topics")."""
+"""Topics: build, parse, QoS/retain table, and every way a topic is rejected (SPEC.md "Topics").
+
+`protocols.topics` is the node's string builder; `protocols.topic` the checked value, also read through
+`protocols.topics`."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols import fleet_topics, topics
+from protocols import fleet_topics, topic, topics
 from protocols.errors import ProtocolError
 
 ids = st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,15}\Z", fullmatch=True)
 
 
-@given(ids, ids, st.sampled_from(sorted(topics.UP_TYPES)))
+@given(ids, ids, st.sampled_from(sorted(topic.UP_TYPES)))
 def test_up_topic_round_trips(fleet, device, kind):
-    topic = topics.up(fleet, device, kind)
-    assert str(topic) == f"dt/{fleet}/{device}/{kind}"
-    assert topics.parse(str(topic)) == topic
-    assert topics.parse(str(topic).encode()) == topic
+    text = topics.up(fleet, device, kind)
+    assert text == f"dt/{fleet}/{device}/{kind}"
+    checked = topic.Topic(topic.UP, fleet, device, kind)
+    assert topics.parse(text) == checked and str(checked) == text
+    assert topics.parse(text.encode()) == checked
+
+
+def test_the_rest_of_protocols_topic_reads_through_topics():
+    for name in ("Topic", "parse", "down", "device_filter", "check_id", "FLEET_MAX", "DEVICE_MAX", "UP", "DOWN",
+                 "UP_TYPES", "DOWN_TYPES"):
+        assert getattr(topics, name) is getattr(topic, name)
+    with pytest.raises(AttributeError):
+        topics.nothing  # noqa: B018
+    assert not hasattr(topics, "__path__")  # dunders are not looked up in protocols.topic
 
 
 def test_down_topic_fields():
-    topic = topics.parse("cmd/city1/mh-0001/config")
-    assert (topic.direction, topic.fleet, topic.device, topic.kind) == ("cmd", "city1", "mh-0001", "config")
+    parsed = topics.parse("cmd/city1/mh-0001/config")
+    assert (parsed.direction, parsed.fleet, parsed.device, parsed.kind) == ("cmd", "city1", "mh-0001", "config")
 
 
 @pytest.mark.parametrize(
@@ -29,8 +42,8 @@ def test_down_topic_fields():
      ("ack", 1, False), ("ota", 1, False)],
 )
 def test_up_qos_and_retain(kind, qos, retain):
-    topic = topics.up("city1", "wl-7", kind)
-    assert (topic.qos, topic.retain) == (qos, retain)
+    checked = topics.parse(topics.up("city1", "wl-7", kind))
+    assert (checked.qos, checked.retain) == (qos, retain)
 
 
 @pytest.mark.parametrize(
@@ -38,8 +51,8 @@ def test_up_qos_and_retain(kind, qos, retain):
     [("config", True), ("ping", False), ("reboot", False), ("ota", False), ("rebirth", False)],
 )
 def test_down_retain_only_for_config(kind, retain):
-    topic = topics.down("city1", "wl-7", kind)
-    assert (topic.qos, topic.retain) == (1, retain)
+    checked = topics.down("city1", "wl-7", kind)
+    assert (checked.qos, checked.retain) == (1, retain)
 
 
 @pytest.mark.parametrize(
@@ -71,18 +84,18 @@ def test_bad_topics_are_rejected_with_a_reason(text, reason):
 
 def test_building_validates_too():
     with pytest.raises(ProtocolError, match="bad_type"):
-        topics.up("city1", "mh-1", "reboot")
+        topic.Topic(topic.UP, "city1", "mh-1", "reboot")
     with pytest.raises(ProtocolError, match="bad_id"):
         topics.down("city1", "mh/1", "ping")
     with pytest.raises(ProtocolError, match="bad_topic"):
-        topics.Topic("xx", "city1", "mh-1", "ping")
+        topic.Topic("xx", "city1", "mh-1", "ping")
 
 
 def test_longest_valid_topic_fits_the_limit():
-    topic = topics.down("f" * topics.FLEET_MAX, "d" * topics.DEVICE_MAX, "rebirth")
-    assert topics.parse(str(topic)) == topic
-    longest_up = topics.up("f" * topics.FLEET_MAX, "d" * topics.DEVICE_MAX, "telemetry")
-    assert topics.parse(str(longest_up)) == longest_up
+    longest_down = topic.down("f" * topic.FLEET_MAX, "d" * topic.DEVICE_MAX, "rebirth")
+    assert topics.parse(str(longest_down)) == longest_down
+    longest_up = topics.up("f" * topic.FLEET_MAX, "d" * topic.DEVICE_MAX, "telemetry")
+    assert str(topics.parse(longest_up)) == longest_up
 
 
 def test_subscription_filters():

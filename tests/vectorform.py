@@ -1,7 +1,8 @@
 """The JSON form of CBOR test vectors (protocols/vectors/README.md) <-> Python values.
 
-Runs under CPython and under MicroPython (tests/test_vectors.py loads it inside the VM), so it uses only
-what both have: no typing at runtime, no f-strings with `=`, binascii instead of bytes.hex().
+Runs under CPython and under MicroPython (tests/test_vectors.py and tests/test_protocols_up_vm.py load it
+inside the VM), so it uses only what both have: no typing at runtime, no f-strings with `=`, binascii
+instead of bytes.hex(). `check_up_vector` runs a device message vector through the node's encoders.
 """
 
 import binascii
@@ -149,4 +150,38 @@ def check_vector(vector):
         return "decode failed: {}".format(error)
     if not same(decoded, value):
         return "decodes as {!r}".format(decoded)
+    return None
+
+
+#: Keys of the optional arguments of each protocols.up function after (boot, seq), in argument order.
+_UP_KEYS = {"event": range(3, 9), "state": range(3, 8), "health": range(3, 15), "ack": range(3, 8)}
+
+
+def up_call(vector):
+    """(protocols.up function name, its arguments) that should give the bytes of a message vector, or None
+    when protocols.up has no encoder for it (commands, OTA progress)."""
+    parts = vector["topic"].split("/")
+    kind = parts[3]
+    if parts[0] != "dt" or kind == "ota":
+        return None
+    value = from_json(vector["value"])
+    if kind == "telemetry":
+        return kind, [value[1], value[2], value[3:]]
+    return kind, [value[1], value[2]] + [value.get(key) for key in _UP_KEYS[kind]]
+
+
+def check_up_vector(vector):
+    """Run one device message vector (protocols/vectors/messages.json) through protocols.up: None, or what
+    failed."""
+    from protocols import up
+
+    call = up_call(vector)
+    if call is None:
+        return None
+    try:
+        encoded = binascii.hexlify(getattr(up, call[0])(*call[1])).decode()
+    except ValueError as error:
+        return "raised {}".format(error)
+    if encoded != vector["hex"]:
+        return "encodes as {}".format(encoded)
     return None

@@ -21,6 +21,7 @@ BENCHMARKS = [
     "tools.bench_cbor",
     "tools.bench_agent",
     "tools.bench_agent_hil",
+    "tools.bench_fleet",
 ]
 
 

@@ -58,6 +58,7 @@ class BoardConfig:
         self.uid = uid
         self.baud = baud
         self.heap = str(heap)
+        self.heap_bytes = heap_bytes
         self.flash_size = str(flash_size)
         self.flash_bytes = flash_bytes
         self.rfc2217_port = None if rfc2217_port is None else int(rfc2217_port)

@@ -98,6 +98,7 @@ class BoardHost:
             "BOARDEMU_FLASH_ERASE_US": str(self.config.erase_us),
             "BOARDEMU_FLASH_PROG_US": str(self.config.prog_us),
             "BOARDEMU_HW": "1" if self.hw is not None else "0",
+            "BOARDEMU_HEAP": str(self.config.heap_bytes),
         })
         if raw:
             env["BOARDEMU_REPL"] = "raw"
@@ -197,7 +198,7 @@ class BoardHost:
         self._raw_boot = raw
         self._hw_call("vm_starting", cause)
         self.up.clear()
-        self.vm = VmProcess(self.config.heap, self.vm_env(cause, raw), self.dir, self._vm_output)
+        self.vm = VmProcess(self.config.heap_bytes, self.vm_env(cause, raw), self.dir, self._vm_output)
         self.vm_started = time.monotonic()
         self.boots += 1
         self.causes[cause] += 1

@@ -29,6 +29,11 @@ log = logging.getLogger("boardemu.vm")
 
 VM_DIR = Path(__file__).resolve().parent / "vm"
 EMUBOOT = VM_DIR / "_emuboot.py"
+#: Extra VM heap for what a real board keeps out of its heap: machine, network and the other built-in
+#: modules live in firmware (flash), but here they are Python loaded into the VM's heap. The VM gets this
+#: much more, and the bootstrap fills whatever the emulator's own modules leave over, so a program sees
+#: exactly the board's configured heap free (gc.mem_free()) at the REPL, as on the board.
+FIRMWARE_RESERVE = 96 * 1024
 _CHUNK = 64
 _SIGINT_BIT = 1 << (signal.SIGINT - 1)
 _CTRL_C = b"\x03"
@@ -46,12 +51,12 @@ def micropython_binary() -> str:
 class VmProcess:
     """Start with `VmProcess(...)`; `on_output(bytes)` is called from the reader thread, in order."""
 
-    def __init__(self, heap: str, env: dict, cwd: Path, on_output):
+    def __init__(self, heap_bytes: int, env: dict, cwd: Path, on_output):
         master, slave = os.openpty()
         tty.setraw(slave)
         try:
             self.proc = subprocess.Popen(
-                [micropython_binary(), "-X", "heapsize=" + heap, "-i", str(EMUBOOT)],
+                [micropython_binary(), "-X", "heapsize=%d" % (heap_bytes + FIRMWARE_RESERVE), "-i", str(EMUBOOT)],
                 stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
                 close_fds=True, start_new_session=True,
             )

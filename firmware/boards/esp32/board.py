@@ -26,12 +26,7 @@ class Board:
 
     def __init__(self, config=None):
         self._config = config or {}
-        self._made = {}
-
-    def _once(self, key, make):
-        if key not in self._made:
-            self._made[key] = make()
-        return self._made[key]
+        self._i2c = self._int = self._uart = self._reed = self._hx = self._adc = self._sta = None
 
     def unique_id(self):
         return machine.unique_id()
@@ -54,24 +49,36 @@ class Board:
     def enable_irq(self, state):
         machine.enable_irq(state)
 
+    # Each peripheral is built on first use and kept (no lambdas: each would cost heap as a function).
     def i2c(self):
-        return self._once("i2c", lambda: machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21), freq=400000))
+        if self._i2c is None:
+            self._i2c = machine.I2C(0, scl=machine.Pin(22), sda=machine.Pin(21), freq=400000)
+        return self._i2c
 
     def accel_int_pin(self):
-        return self._once("int1", lambda: machine.Pin(34, machine.Pin.IN))
+        if self._int is None:
+            self._int = machine.Pin(34, machine.Pin.IN)
+        return self._int
 
     def level_uart(self):
-        return self._once("uart", lambda: machine.UART(2, baudrate=9600, bits=8, parity=None, stop=1, rx=16, tx=17))
+        if self._uart is None:
+            self._uart = machine.UART(2, baudrate=9600, bits=8, parity=None, stop=1, rx=16, tx=17)
+        return self._uart
 
     def anemometer_pin(self):
-        return self._once("reed", lambda: machine.Pin(27, machine.Pin.IN, machine.Pin.PULL_UP))
+        if self._reed is None:
+            self._reed = machine.Pin(27, machine.Pin.IN, machine.Pin.PULL_UP)
+        return self._reed
 
     def hx711_pins(self):
-        return self._once("hx711", lambda: (machine.Pin(25, machine.Pin.OUT, value=0), machine.Pin(26, machine.Pin.IN)))
+        if self._hx is None:
+            self._hx = (machine.Pin(25, machine.Pin.OUT, value=0), machine.Pin(26, machine.Pin.IN))
+        return self._hx
 
     def battery_v(self):
-        adc = self._once("adc", lambda: machine.ADC(machine.Pin(35), atten=machine.ADC.ATTN_11DB))
-        return adc.read_uv() * 2 / 1000000  # 2:1 divider
+        if self._adc is None:
+            self._adc = machine.ADC(machine.Pin(35), atten=machine.ADC.ATTN_11DB)
+        return self._adc.read_uv() * 2 / 1000000  # 2:1 divider
 
     def _wifi(self):
         creds = self._config.get("wifi")
@@ -85,7 +92,9 @@ class Board:
     def _wlan(self):
         import network
 
-        return self._once("wlan", lambda: network.WLAN(network.STA_IF))
+        if self._sta is None:
+            self._sta = network.WLAN(network.STA_IF)
+        return self._sta
 
     def network_up(self, timeout_ms=0):
         import time

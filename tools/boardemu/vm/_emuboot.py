@@ -90,6 +90,47 @@ _BOOT_PY = """\
 """
 
 
+def _hold_program_heap():
+    """Claim the board's heap (BOARDEMU_HEAP bytes) in one block before the emulator loads anything.
+
+    A board's machine and network modules are firmware in flash, and its heap is one free region at
+    the REPL. Here they are Python in this VM's heap (given FIRMWARE_RESERVE extra), so the program's
+    region is claimed first, low in the heap, and the emulator's own modules go above it.
+    """
+    import gc
+
+    gc.collect()
+    size = int(os.getenv("BOARDEMU_HEAP") or "0")
+    return [bytearray(size)] if size else None
+
+
+def _release_program_heap(flash, held):
+    """Fill every free byte outside the held region, then free the region: the program gets exactly it.
+
+    The fill (kept alive by the flash device) stands for what firmware keeps in flash: the emulator's
+    modules and the garbage of loading them would otherwise leave the program a fragmented heap.
+    """
+    import gc
+
+    if held is None:
+        return
+    fill = [None] * 160
+    flash.firmware_share = fill  # before filling: setting an attribute allocates
+    slots = range(len(fill))
+    gc.collect()
+    size = gc.mem_free()
+    for slot in slots:
+        while size >= 48:
+            try:
+                fill[slot] = bytearray(size - 32)  # the block header and rounding: 32 bytes
+                break
+            except MemoryError:
+                size = size * 3 // 4
+        size = gc.mem_free()
+    held[0] = None
+    gc.collect()
+
+
 def _mount():
     flash = _Flash(
         os.getenv("BOARDEMU_FLASH"),
@@ -112,6 +153,7 @@ def _mount():
             f.write(_BOOT_PY)
     sys.path[:] = ["", ".frozen", "/lib"]
     sys.atexit(_at_exit)
+    return flash
 
 
 def _at_exit():
@@ -166,9 +208,10 @@ def _run(name):
 def _boot():
     # Ctrl-C cannot stop the bootstrap itself (a half-done mount would leave no filesystem).
     micropython.kbd_intr(-1)
+    held = _hold_program_heap()
     if os.getenv("BOARDEMU_HW") == "1":
         import _emuhw  # noqa: F401 -- E2's machine, network...; must be loaded before "/" is remounted
-    _mount()
+    _release_program_heap(_mount(), held)
     sys.stdout.write(_UP)
     _run("boot.py")
     if os.getenv("BOARDEMU_REPL") != "raw":

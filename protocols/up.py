@@ -1,0 +1,128 @@
+"""The node's encoders of its messages (SPEC.md): one function per up message, CBOR bytes out.
+
+Each returns exactly the bytes `messages.encode(<Class>(...))` gives for the same arguments (Telemetry,
+Event, State, Health, Ack; tests/test_protocols_up*.py prove it on CPython and in the VM), without the
+message classes: those check everything a fleet may read and are too big for the node's heap. Here the
+values come from the agent's own code, so only what the wire needs is checked: the CBOR type of each
+field and its range (SPEC.md tables). A bad value raises ProtocolError("bad_field", "key <n>: <value>"),
+a payload over SPEC.md's 1024 bytes ProtocolError("too_large"). Nesting is bounded by the encoder's depth
+limit (SPEC.md's 4; an ack's result 2 inside it), where a tag would count as a level: no node message
+has one. OTA progress comes with issue 7.
+
+Keys and limits are literals (SPEC.md is their source): one name each would cost the node's heap.
+"""
+
+from protocols.cbor import dumps
+from protocols.errors import ProtocolError
+
+
+def _bad(key, value):
+    raise ProtocolError("bad_field", "key %d: %r" % (key, value))
+
+
+def _int(key, value, low=0, high=0xFFFFFFFF):
+    # An int in low..high, never a bool (an int on CPython, not on MicroPython).
+    if not isinstance(value, int) or value is True or value is False or not low <= value <= high:
+        _bad(key, value)
+    return value
+
+
+def _text(key, value, longest=200):
+    if not isinstance(value, str) or not 0 < len(value) <= longest:
+        _bad(key, value)
+    return value
+
+
+def _number(key, value):
+    # an int or a finite float: value - value is 0 for those only (inf - inf and nan - nan are nan)
+    if isinstance(value, float) and value - value == 0 or isinstance(value, int) and value is not True \
+            and value is not False:
+        return value
+    _bad(key, value)
+
+
+def _encode(obj, boot, seq, depth=4):
+    # The common keys 0 version, 1 boot id, 2 seq (SPEC.md "Common fields"), then the size limit.
+    obj[0] = 1
+    obj[1] = _int(1, boot)
+    obj[2] = _int(2, seq)
+    data = dumps(obj, depth)
+    if len(data) > 1024:  # protocols.limits.MAX_PAYLOAD
+        raise ProtocolError("too_large", "payload of %d bytes" % len(data))
+    return data
+
+
+def telemetry(boot, seq, pack):
+    """`[1, boot, seq] + pack`: a SenML pack (senml_pack.PackBuilder.pack()) behind the header."""
+    if not isinstance(pack, list) or not pack:
+        raise ProtocolError("senml_pack", "a SenML pack is a non-empty array of records")
+    return _encode([0, 0, 0] + pack, boot, seq)
+
+
+def event(boot, seq, name, state, level, value, threshold, since):
+    """Alarm `name` went to `state` (1 raised, 0 cleared) at `level` (1 warning, 2 alarm); `value` confirmed
+    it, `threshold` was crossed, `since` is when the condition began (SenML time rule)."""
+    return _encode({3: _text(3, name, 32), 4: _int(4, state, 0, 1), 5: _int(5, level, 1, 2),
+                    6: _number(6, value), 7: _number(7, threshold), 8: _number(8, since)}, boot, seq)
+
+
+def state(boot, seq, online, firmware=None, config=None, reset=None, kind=None):
+    """Birth (`online` True: firmware, config version and reset cause 0..5 required, sensor kind optional)
+    or last will (False: nothing else)."""
+    obj = {3: online}
+    if online is True:
+        obj[4] = _text(4, firmware, 32)
+        obj[5] = _int(5, config)
+        obj[6] = _int(6, reset, 0, 5)
+        if kind is not None:
+            obj[7] = _text(7, kind, 16)
+    elif online is not False or firmware is not None or config is not None or reset is not None \
+            or kind is not None:
+        _bad(3, online)  # a will carries only boot id, seq and online=false
+    return _encode(obj, boot, seq)
+
+
+def health(boot, seq, uptime, heap_free=None, heap_min=None, flash_free=None, battery=None, rssi=None,
+           outbox=None, dropped=None, errors=None, fault=None, reconnects=None, link_up=None):
+    """Health: `uptime` s and the optional fields of protocols.health.FIELDS (keys 4..14, None: left out).
+    All are uint32 but rssi (-127..0 dBm), errors (text code -> uint32 count) and fault (text)."""
+    obj = {3: _int(3, uptime)}
+    key = 4
+    for value in (heap_free, heap_min, flash_free, battery, rssi, outbox, dropped, errors, fault,
+                  reconnects, link_up):
+        if value is None:
+            pass
+        elif key == 8:
+            obj[8] = _int(8, value, -127, 0)
+        elif key == 11:
+            if not isinstance(value, dict) or len(value) > 32:
+                _bad(11, value)
+            for code in value:
+                _text(11, code, 32)
+                _int(11, value[code])
+            obj[11] = value
+        elif key == 12:
+            obj[12] = _text(12, value)
+        else:
+            obj[key] = _int(key, value)
+        key += 1
+    return _encode(obj, boot, seq)
+
+
+def ack(boot, seq, cid, status, reasons=None, config=None, result=None):
+    """Command `cid` done (`status` 0) or refused (1, with reason codes); `config`: the config version in
+    force; `result`: the command's answer (a ping's echo), any CBOR value nested at most 2 deep."""
+    obj = {3: _int(3, cid), 4: _int(4, status, 0, 1)}
+    if reasons is not None:
+        if not isinstance(reasons, (list, tuple)) or len(reasons) > 32:
+            _bad(5, reasons)
+        for reason in reasons:
+            _text(5, reason)
+        obj[5] = list(reasons)
+    if status == 1 and not reasons:
+        _bad(5, reasons)  # a refusal gives at least one reason
+    if config is not None:
+        obj[6] = _int(6, config)
+    if result is not None:
+        obj[7] = result
+    return _encode(obj, boot, seq, 3)  # the map is level 1, so `result` may nest 2 more

@@ -1,0 +1,122 @@
+"""What the agent costs in heap once imported: module by module, as `.mpy`, in the MicroPython VM.
+
+Usage: `python -m tools.heapreport [--kind water-level] [--json]`. Builds the emulator bundle, starts
+the VM with the emulator's machine and network already loaded (on a board they are firmware, not heap),
+then imports the agent's modules in the order the agent does and prints the heap each one keeps after a
+collection, the interned names (qstrs) they add, and the total. `make bench` reports the total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from firmware.build import REPO, build_bundle
+from tools.boardemu.vmproc import VM_DIR, micropython_binary
+
+#: The sensor modules each kind adds (agent/sensing.py imports them when it builds the sensor).
+KIND_MODULES = {
+    "manhole-tilt": ("agent.lis3dh", "agent.manhole"),
+    "water-level": ("agent.a02yyuw", "agent.water"),
+    "wind-load": ("agent.anemometer", "agent.hx711", "agent.wind"),
+}
+FIRMWARE = ("_emulink", "_emubus", "machine", "network", "asyncio")
+#: Loaded only for a call through agent.transient (start-up, a command, a config) and dropped after it.
+TRANSIENT = ("agent.identity", "agent.config_apply", "agent.health_report", "protocols.messages", "protocols.topic", "protocols.cbor_lite",
+             "protocols.cbor_decode")
+
+_PROBE = """
+import gc, micropython, sys
+def used():
+    gc.collect()
+    return gc.mem_alloc()
+for name in %r:
+    __import__(name)
+base = used()
+print("base", base)
+for name in %r:
+    before = used()
+    __import__(name)
+    print("mod", name, used() - before)
+print("total", used() - base)
+micropython.qstr_info()
+"""
+
+
+def import_order(entries: list[str], skip: tuple[str, ...] = ()) -> list[str]:
+    """Agent and protocol modules that importing and running `entries` keeps loaded, dependencies first.
+
+    Imports inside functions count too (the agent imports its alarm and filter code when it builds
+    them), except those of `skip` and of TRANSIENT.
+    """
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        path = REPO / (name.replace(".", "/") + ".py")
+        if name in order or name in skip or name in TRANSIENT or not path.exists():
+            return
+        order.append(name)  # placeholder against cycles; moved to its post-order place below
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    visit(alias.name)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                visit(node.module)
+                for alias in node.names:
+                    visit(node.module + "." + alias.name)
+        order.remove(name)
+        order.append(name)
+
+    for entry in entries:
+        visit(entry)
+    return order
+
+
+def measure(kind: str, heap: str = "512k") -> dict:
+    """{"modules": [(name, bytes)], "total": bytes, "qstr": text} for one kind's agent."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "bundle"
+        build_bundle("emulator", "0.0.0-heap", bundle)
+        others = tuple(m for k, mods in KIND_MODULES.items() if k != kind for m in mods)
+        modules = ["board", *import_order([*KIND_MODULES[kind], "agent.app"], others)]
+        env = dict(os.environ, MICROPYPATH="%s:.frozen:%s" % (VM_DIR, bundle))
+        code = _PROBE % (list(FIRMWARE), modules)
+        run = subprocess.run([micropython_binary(), "-X", "heapsize=" + heap, "-c", code], env=env,
+                             capture_output=True, text=True, timeout=60, cwd=tmp)
+    if run.returncode:
+        raise RuntimeError("heap probe failed:\n" + run.stdout + run.stderr)
+    report: dict = {"kind": kind, "modules": []}
+    for line in run.stdout.splitlines():
+        words = line.split()
+        if words[:1] == ["mod"]:
+            report["modules"].append((words[1], int(words[2])))
+        elif words[:1] == ["total"]:
+            report["total"] = int(words[1])
+        elif line.startswith("qstr pool"):
+            report["qstr"] = line
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kind", choices=sorted(KIND_MODULES), action="append")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    reports = [measure(kind) for kind in (args.kind or sorted(KIND_MODULES))]
+    if args.json:
+        json.dump(reports, sys.stdout, indent=1)
+        return
+    for report in reports:
+        print("%s: %.1f KB resident (%s)" % (report["kind"], report["total"] / 1024, report.get("qstr", "")))
+        for name, size in report["modules"]:
+            print("  %-24s %6d" % (name, size))
+
+
+if __name__ == "__main__":
+    main()
