@@ -16,13 +16,12 @@ import time
 from agent import transient
 from agent.commands import Commands
 from agent.config import AgentConfig
-from agent.errors import AgentError
+from agent.errors import AgentError, SensorFault
 from agent.link import Link
 from agent.outbox import Outbox
 from agent.reporter import Reporter
 from agent.scheduler import Scheduler
 from agent.sensing import make_sensor
-from agent.sensor_fault import SensorFault
 from agent.sequence import Sequence
 from agent.uplink import Uplink
 from protocols import topics, up
@@ -255,7 +254,16 @@ def _identity():
     return identity.load()
 
 
+def _intern():
+    # Load once, while the heap is young, what commands and reports load later: the names they intern
+    # stay (MicroPython never frees qstrs), so a later load never needs a new qstr pool, a large block
+    # that a fragmented heap may no longer have.
+    from agent import config_apply, config_check, defaults, health_report  # noqa: F401
+    from protocols import cbor_lite  # noqa: F401
+
+
 def main(board):
     """Entry point from main.py: load the identity and run the agent."""
+    transient.call(_intern)
     ident = transient.call(_identity)
     asyncio.run(Agent(board, ident).run())

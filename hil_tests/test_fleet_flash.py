@@ -104,7 +104,8 @@ def flash_until(port: str, args: list[str], files_sent: int, then, cwd: Path) ->
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory) -> dict[str, Path]:
-    """v1; v2 with one source changed; v3 with every agent module changed (line numbers moved)."""
+    """v1; v2 with one source changed; v3 with every agent module changed (a new global in each: bundles are
+    built with -O3, which keeps no line numbers, so moved lines alone would not change the bytes)."""
     root = tmp_path_factory.mktemp("bundles")
     snapshot = snapshot_sources(root)
     changed = sorted(p.name for p in (snapshot / "agent").glob("*.py") if p.name != "__init__.py")[0]
@@ -115,7 +116,7 @@ def bundles(tmp_path_factory) -> dict[str, Path]:
 
     def all_agent(src: Path) -> None:
         for path in (src / "agent").glob("*.py"):
-            path.write_text("\n" + path.read_text())
+            path.write_text(path.read_text() + "\nVARIANT = 3\n")
 
     return {"v1": build_variant(snapshot, root, "v1"), "v2": build_variant(snapshot, root, "v2", one_change, "2.0"),
             "v3": build_variant(snapshot, root, "v3", all_agent, "3.0"),

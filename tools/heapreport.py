@@ -28,7 +28,7 @@ KIND_MODULES = {
 }
 FIRMWARE = ("_emulink", "_emubus", "machine", "network", "asyncio")
 #: Loaded only for a call through agent.transient (start-up, a command, a config) and dropped after it.
-TRANSIENT = ("agent.identity", "agent.config_apply", "agent.health_report", "protocols.messages", "protocols.topic", "protocols.cbor_lite",
+TRANSIENT = ("agent.identity", "agent.config_apply", "agent.calibrate", "agent.health_report", "protocols.messages", "protocols.topic", "protocols.cbor_lite",
              "protocols.cbor_decode")
 
 _PROBE = """
