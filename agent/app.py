@@ -30,6 +30,8 @@ DATA = "/data"
 HEALTH_S = 300
 WDT_MS = 30000
 HEAP_CHECK_MS = 10000
+#: Bytes kept in one block for the code a config change or a command loads (agent/transient.py).
+ROOM = 6144
 #: Sampler this late past its planned wake-up means the agent is stuck: stop feeding the watchdog.
 STALL_MS = 20000
 RESET_CODES = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
@@ -207,6 +209,7 @@ class Agent:
             self.fault = fault.code
             self._count(fault.code)
         self.sensor.set_thresholds(self.reporter.near_thresholds())
+        transient.hold(ROOM)
         tasks = [self.sampler, self.link.run, self.uplink.run, self.commands.run, self.health]
         background = [asyncio.create_task(self._guard(t)) for t in tasks]
         background += [asyncio.create_task(t) for t in self.board.background()]

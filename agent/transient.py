@@ -8,16 +8,37 @@ that class has no methods (a methodless class does not keep its module's functio
 interned (qstrs) stay: MicroPython never frees those, which is why they are counted once and small.
 """
 
+import gc
 import sys
+
+_room: list = [None]  # a block held for the loads of a call: a busy heap fragments into holes too small for code
+
+
+def hold(size):
+    """Keep `size` bytes in one block, given back for the duration of each call (taken at start-up, while
+    the heap is contiguous). A node sampling fast leaves its free heap in small holes, and loading a module
+    needs blocks of a few hundred bytes."""
+    _room[0] = bytearray(size)
 
 
 def call(fn, *args):
     """fn(*args), then drop the modules it imported."""
+    room = _room[0]
+    size = 0 if room is None else len(room)
+    _room[0] = room = None
     before = list(sys.modules)
+    if size:
+        gc.collect()
     try:
         return fn(*args)
     finally:
         drop(before)
+        if size:
+            gc.collect()
+            try:
+                _room[0] = bytearray(size)
+            except MemoryError:
+                pass  # the next call goes without it
 
 
 def drop(before):
