@@ -21,6 +21,7 @@ tests write tags, and the encoder imports it only when it meets a value it does 
 import struct
 
 from protocols.cbor import MAX_DEPTH, CBOREncodeError, CBORError
+from protocols.cbor_lite import half_to_float
 
 
 class CBORDecodeError(CBORError):
@@ -190,7 +191,7 @@ class _Decoder:
 
     def simple(self, ai, arg, start):
         if ai == 25:
-            return _from_half(arg)
+            return half_to_float(arg)
         if ai == 26:
             return struct.unpack_from(">f", self.data, start + 1)[0]
         if ai == 27:
@@ -208,17 +209,6 @@ class _Decoder:
 
 
 _ARG_FORMATS = (">B", ">H", ">I", ">Q")
-
-
-def _from_half(h):
-    # Widen the half to float32 bits by hand (exact), then let struct read them: MicroPython's 'e' is unreliable.
-    exp = (h >> 10) & 0x1F
-    mant = h & 0x3FF
-    if exp == 0:
-        value = mant * 5.960464477539063e-08  # subnormal: mant * 2**-24, exact
-        return -value if h & 0x8000 else value
-    exp = 0xFF if exp == 0x1F else exp + 112  # rebias 15 -> 127; all-ones stays all-ones (inf/NaN)
-    return struct.unpack(">f", struct.pack(">I", ((h & 0x8000) << 16) | (exp << 23) | (mant << 13)))[0]
 
 
 def _utf8_error(raw):

@@ -36,7 +36,7 @@ def _item(data, at, depth):
             raise ValueError("cbor: unsupported simple value or truncated float at %d" % start)
         at[0] = i + size
         if size == 2:
-            return _half(data[i] << 8 | data[i + 1])
+            return half_to_float(data[i] << 8 | data[i + 1])
         return struct.unpack(">f" if size == 4 else ">d", data[i : i + size])[0]
     if ai < 24:
         arg = ai
@@ -72,13 +72,13 @@ def _item(data, at, depth):
     return out
 
 
-def _half(h):
-    # IEEE 754 binary16 (RFC 8949 Appendix D), by hand: MicroPython's struct has no 'e'.
-    exp, frac = h >> 10 & 31, h & 1023
+def half_to_float(h):
+    """The float of IEEE 754 binary16 bits `h` (RFC 8949 Appendix D); shared with cbor_decode."""
+    # Widen the half to float32 bits by hand (exact), then let struct read them: MicroPython's 'e' is unreliable.
+    exp = (h >> 10) & 0x1F
+    mant = h & 0x3FF
     if exp == 0:
-        value = frac * 2.0**-24
-    elif exp == 31:
-        value = float("nan") if frac else float("inf")
-    else:
-        value = (1024 + frac) * 2.0 ** (exp - 25)
-    return -value if h & 0x8000 else value
+        value = mant * 5.960464477539063e-08  # subnormal: mant * 2**-24, exact
+        return -value if h & 0x8000 else value
+    exp = 0xFF if exp == 0x1F else exp + 112  # rebias 15 -> 127; all-ones stays all-ones (inf/NaN)
+    return struct.unpack(">f", struct.pack(">I", ((h & 0x8000) << 16) | (exp << 23) | (mant << 13)))[0]
