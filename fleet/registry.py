@@ -45,6 +45,7 @@ STATES = ("provisioning", "pending-selftest", "active", "retired")
 DEFAULTS: dict[str, Any] = {
     "lat": None, "lon": None, "board": None, "uid": None, "firmware": None, "config_version": 0,
     "calibration": {}, "credential": None, "history": [], "state": "provisioning",
+    "config": None,  # desired config: {version, doc, sent_at, ...} (fleet/config_edit.py), None: defaults
 }
 
 
@@ -276,6 +277,10 @@ def validate(record: Record) -> None:
     if not isinstance(record["calibration"], dict) or not isinstance(record["history"], list):
         raise FleetError("calibration must be a dict and history a list")
     _validate_credential(record["credential"])
+    desired = record.get("config")
+    if desired is not None and not (isinstance(desired, dict) and isinstance(desired.get("doc"), dict)
+                                    and isinstance(desired.get("version"), int) and desired["version"] >= 1):
+        raise FleetError("config must be None or {version >= 1, doc {...}, sent_at}, not %r" % (desired,))
 
 
 def _validate_credential(cred: Any) -> None:

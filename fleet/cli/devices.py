@@ -53,27 +53,45 @@ def device() -> None:
 
 @device.command("show")
 @click.argument("device_id", metavar="ID")
+@click.option("--store", "store_url", envvar="FLEET_STORE", default=None,
+              help="Store the ingest writes to, for the reported config [default: FLEET_HOME/fleet.db if it exists].")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON (without secrets).")
-def show(device_id: str, as_json: bool) -> None:
-    """Show one device's record and its history.
+def show(device_id: str, store_url: str | None, as_json: bool) -> None:
+    """Show one device's record, its desired against reported config, and its history.
+
+    The config line reads "pending" from `fleet config` until the device reports the desired
+    version in force (its ack or its birth, as the ingest stored them).
 
     \b
     Example:
       fleet device show mh-0042 --json
     """
+    from fleet.config_edit import config_state, describe, desired
 
     record = open_registry().get(device_id)
+    state = config_state(record, store_url)
     if as_json:
-        click.echo(json.dumps(record, indent=1, sort_keys=True))
+        click.echo(json.dumps({**record, "config_state": state}, indent=1, sort_keys=True))
         return
     for name, value in record.items():
-        if name not in ("history", "calibration", "credential"):
+        if name not in ("history", "calibration", "credential", "config"):
             click.echo("%-15s %s" % (name, "" if value is None else value))
     click.echo("%-15s %s" % ("mqtt user", (record.get("credential") or {}).get("username") or "(none)"))
     click.echo("%-15s %s" % ("calibration", json.dumps(record.get("calibration"), sort_keys=True)))
+    click.echo("%-15s %s" % ("config", _config_line(state)))
+    for entry in describe(desired(record)[1]):
+        click.echo("%-15s %s" % ("", entry))
     click.echo("history")
     for entry in record.get("history", []):
         click.echo("  %s  %-16s %s" % (entry.get("at"), entry.get("action"), _detail(entry.get("detail"))))
+
+
+def _config_line(state: dict[str, Any]) -> str:
+    reported = "not reported" if state["reported"] is None else "reported %s" % state["reported"]
+    if state["state"] == "defaults":
+        return "firmware defaults (the fleet sent none), %s" % reported
+    line = "desired %s (sent %s), %s: %s" % (state["desired"], state["sent_at"], reported, state["state"])
+    return line + (" (%s)" % ", ".join(state["reasons"]) if state["reasons"] else "")
 
 
 @device.command("retire")

@@ -37,6 +37,34 @@ def _register() -> None:
     cli.add_command(provision)
     cli.add_command(sync)
 
+    from fleet.cli.ingest import ingest
+
+    cli.add_command(ingest)
+
+    from fleet.cli.commands import config, ping, reboot
+
+    cli.add_command(ping)
+    cli.add_command(reboot)
+    cli.add_command(config)
+
+    from fleet.cli.alarms import alarm, alarms
+    from fleet.cli.health import health
+    from fleet.cli.readings import readings, summary
+
+    cli.add_command(alarms)
+    cli.add_command(alarm)
+    cli.add_command(health)
+    cli.add_command(readings)
+    cli.add_command(summary)
+
+    from fleet.cli.watch import watch
+
+    cli.add_command(watch)
+
+    from fleet.cli.demo import demo
+
+    cli.add_command(demo)
+
 
 _register()
 
