@@ -34,5 +34,8 @@ hil: $(STAMP) sysdeps
 bench: $(STAMP) sysdeps
 	$(PY) -m tools.bench
 
+demo: $(STAMP) sysdeps
+	$(VENV)/bin/fleet demo $(DEMO_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

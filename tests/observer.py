@@ -48,6 +48,12 @@ class Observer:
                 raise AssertionError("no matching %s within %.0f s; last seen: %r" % (kind, timeout, tail))
             self._pump(min(left, 0.5))
 
+    def drain(self, seconds: float) -> None:
+        """Decode whatever arrives for `seconds` (for long runs that judge everything at the end)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._pump(min(left, 0.5))
+
     def of(self, kind: str) -> list:
         """Every message of `kind` received so far."""
         return [message for _, seen_kind, message in self.seen if seen_kind == kind]

@@ -22,6 +22,9 @@ BENCHMARKS = [
     "tools.bench_agent",
     "tools.bench_agent_hil",
     "tools.bench_fleet",
+    "tools.bench_store",
+    "tools.bench_ingest",
+    "tools.bench_endurance",
 ]
 
 
