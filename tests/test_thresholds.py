@@ -62,6 +62,23 @@ def test_value_is_held_until_the_next_report(checker):
     assert brief(feed(checker, "wl1", "level", (900, 160))) == [("flood_warn", 1, 1, 160, 150, 0, 30)]
 
 
+def test_time_passing_confirms_a_held_value_without_a_new_report(checker):
+    assert feed(checker, "wl1", "level", (0, 160)) == []
+    assert checker.tick(T0 + 29) == []
+    assert brief(checker.tick(T0 + 31)) == [("flood_warn", 1, 1, 160, 150, 0, 30)]
+    assert feed(checker, "wl1", "level", (40, 100)) == []  # below the clear level (120) from 40 s
+    assert brief(checker.tick(T0 + 75)) == [("flood_warn", 0, 1, 100, 120, 40, 70)]
+    assert checker.tick(T0 + 500) == []
+
+
+def test_silence_past_two_heartbeats_confirms_nothing():
+    made = Thresholds()
+    made.set_devices([registry("wl1", "water-level", {3: {"flood_warn": {0: "level", 1: 150, 2: 120, 3: 60, 4: 1}},
+                                                        5: 20})])
+    assert feed(made, "wl1", "level", (0, 160)) == []
+    assert made.tick(T0 + 3600) == []  # held for 40 s at most: a stale node's silence says nothing
+
+
 def test_a_report_of_another_measure_shows_the_held_value_lasted(checker):
     # wind-load load_warn: raise 3000 N, confirm 3 s; the next pack has only the gust
     assert checker.check(pack("bb1", ("load", T0, 3100))) == []

@@ -28,6 +28,8 @@ from typing import Any
 
 from fleet.store.model import AlarmRow, FleetAlarm, Inbound
 
+HEARTBEAT_S = 900.0  # agent/defaults.py HEARTBEAT_S, for a device whose config cannot be read
+
 #: The sensor kind a birth names (State key 7) -> registry kind (agent/app.py KIND_NAMES).
 BIRTH_KINDS = {"manhole": "manhole-tilt", "water": "water-level", "billboard": "wind-load"}
 _TABLES = (3, 4, 6, 7)
@@ -113,6 +115,7 @@ class Thresholds:
         self._rules: dict[str, dict[str, Rule]] = {}  # device -> alarm -> rule (cache)
         self._states: dict[tuple[str, str], _State] = {}
         self._seeded: set[tuple[str, str]] = set()
+        self._heartbeats: dict[str, float] = {}  # device -> heartbeat, s (config key 5)
 
     def set_devices(self, records: Iterable[dict[str, Any]]) -> None:
         """Take kinds and desired config documents from registry records (again whenever they change)."""
@@ -164,6 +167,19 @@ class Thresholds:
         out.sort(key=lambda a: a.time)
         return out
 
+    def tick(self, now: float) -> list[FleetAlarm]:
+        """Runs confirmed by `now` with no new report: a node reports only when a value moves past its
+        deadband, so its silence means the value held. Held for two heartbeats at most: past that the
+        node is stale, and its silence says nothing."""
+        out: list[FleetAlarm] = []
+        for (device, alarm), state in self._states.items():
+            rule = self._device_rules(device).get(alarm) if state.since is not None else None
+            if rule is not None:
+                hold = 2 * self._heartbeats.get(device, HEARTBEAT_S)
+                self._advance(device, rule, state, min(now, state.last + hold), out)
+        out.sort(key=lambda a: a.time)
+        return out
+
     def _note_birth(self, inbound: Inbound) -> None:
         sensor = getattr(inbound.message, "kind", None)  # State key 7, births only
         kind = BIRTH_KINDS.get(sensor) if isinstance(sensor, str) else None
@@ -176,9 +192,13 @@ class Thresholds:
         if found is None:
             kind = self._kinds.get(device)
             try:
-                found = rules(effective_config(kind, self._desired.get(device))) if kind else {}
+                config = effective_config(kind, self._desired.get(device)) if kind else {}
+                found = rules(config) if kind else {}
             except ValueError:
-                found = {}
+                config, found = {}, {}
+            heartbeat = config.get(5)
+            if isinstance(heartbeat, (int, float)) and heartbeat > 0:
+                self._heartbeats[device] = float(heartbeat)
             self._rules[device] = found
         return found
 

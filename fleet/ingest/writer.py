@@ -30,6 +30,7 @@ BATCH_WAIT_S = 0.05
 _POLL_S = 0.005  # how often a batch that is not full looks for more while it waits
 QUARANTINE_LOG_LINES = 10  # per report interval; the rest are only counted (a flood must not flood the log)
 _RETRY_MAX_S = 30.0
+TICK_S = 1.0  # how often an idle writer lets the fleet's threshold check see time pass
 
 
 class NotStored(Exception):
@@ -106,11 +107,14 @@ class BatchWriter:
         while not self.stopping.is_set():
             getter = asyncio.ensure_future(self._queue.get())
             stopper = asyncio.ensure_future(self.stopping.wait())
-            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({getter, stopper}, timeout=TICK_S, return_when=asyncio.FIRST_COMPLETED)
             stopper.cancel()
             if not getter.done():
                 getter.cancel()
-                break
+                if self.stopping.is_set():
+                    break
+                await self._write([])  # nothing arrived: only the runs the passing time confirmed
+                continue
             items = [getter.result()]
             deadline = loop.time() + self.batch_wait
             while len(items) < self.batch_max:
@@ -142,6 +146,9 @@ class BatchWriter:
             else:
                 batch.messages.append(item)
                 batch.fleet_alarms.extend(self.thresholds.check(item))
+        batch.fleet_alarms.extend(self.thresholds.tick(self.clock()))
+        if not items and not batch.fleet_alarms:
+            return
         result = await self._commit(batch, retry)
         for _item, done in items:
             if done.done():
