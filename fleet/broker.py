@@ -33,7 +33,11 @@ SETTINGS_FILE = "broker.json"  # the listener chosen by `fleet broker config`, k
 DEFAULT_PORT = 1883
 DEFAULT_BIND = "127.0.0.1"
 OPEN_FILES = 65536  # one descriptor per connected node, plus the broker's own
-MAX_QUEUED = 10000  # per client; Mosquitto's default of 1000 silently drops the rest of a burst
+# Per client. Mosquitto's default of 1000 silently drops the rest of a burst. Only the ingest's persistent
+# session ever queues much: while it restarts the broker keeps everything for it, up to a million
+# messages (about 86 s of a megacity's average 11,600/s) or 256 MB, whichever comes first.
+MAX_QUEUED = 1_000_000
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 MAX_INFLIGHT = 20
 
 
@@ -140,8 +144,9 @@ user %(user)s
 persistence true
 persistence_location %(folder)s/
 autosave_interval 60
-# Per client. The default (1000) silently drops the rest of a burst, e.g. while ingest reconnects.
+# Per client. The default (1000) silently drops the rest of a burst, e.g. while the ingest restarts.
 max_queued_messages %(queued)d
+max_queued_bytes %(queued_bytes)d
 max_inflight_messages %(inflight)d
 max_connections -1
 log_dest stderr
@@ -152,7 +157,8 @@ log_type information
 connection_messages true
 """ % {"dropin": files.dropin, "nofile": OPEN_FILES, "port": files.port, "bind": files.bind,
        "passwd": files.passwd, "acl": files.acl, "pid": files.pid_file, "user": user,
-       "folder": files.folder, "queued": MAX_QUEUED, "inflight": MAX_INFLIGHT}
+       "folder": files.folder, "queued": MAX_QUEUED, "queued_bytes": MAX_QUEUED_BYTES,
+       "inflight": MAX_INFLIGHT}
 
 
 def dropin_text(conf: Path) -> str:

@@ -77,7 +77,7 @@ def test_files_hold_every_live_credential_and_a_per_device_acl(tmp_path):
     conf = files.conf.read_text().splitlines()
     for line in ("listener 1883 127.0.0.1", "allow_anonymous false", "password_file %s" % files.passwd,
                  "acl_file %s" % files.acl, "pid_file %s" % files.pid_file, "persistence true",
-                 "persistence_location %s/" % files.folder, "max_queued_messages 10000",
+                 "persistence_location %s/" % files.folder, "max_queued_messages 1000000", "max_queued_bytes 268435456",
                  "max_inflight_messages 20", "max_connections -1"):
         assert line in conf
     assert any("open-files limit" in line for line in conf)
