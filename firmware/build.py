@@ -17,6 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+#: The release keys the bundle trusts (`fleet build --trust`), in the slot root.
+TRUST = "trust.cbor"
 
 #: The `.mpy` ABI each board's firmware loads: MicroPython 1.29 reads bytecode .mpy version 6.3.
 BOARDS = {
@@ -80,8 +82,11 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_bundle(board: str, version: str, out_dir: Path) -> dict:
-    """Build the bundle for `board` into `out_dir` (replaced whole) and return its manifest."""
+def build_bundle(board: str, version: str, out_dir: Path, trust: list | None = None) -> dict:
+    """Build the bundle for `board` into `out_dir` (replaced whole) and return its manifest.
+
+    `trust`: raw 32-byte Ed25519 public keys whose OTA releases the bundle accepts, written to TRUST
+    (protocols.manifest.trust_bytes) and listed like any other file; none: no TRUST, no OTA update."""
     if board not in BOARDS:
         raise BuildError("unknown board %r; choose one of %s" % (board, ", ".join(sorted(BOARDS))))
     abi = BOARDS[board]
@@ -100,6 +105,15 @@ def build_bundle(board: str, version: str, out_dir: Path) -> dict:
             else:
                 shutil.copyfile(src, target)
             files.append({"path": rel, "size": target.stat().st_size, "sha256": sha256_file(target)})
+        if trust:
+            from protocols.manifest import trust_bytes
+
+            try:
+                (stage / TRUST).write_bytes(trust_bytes(trust))
+            except ValueError as error:
+                raise BuildError("bad trusted key: %s" % error)
+            files.append({"path": TRUST, "size": (stage / TRUST).stat().st_size, "sha256": sha256_file(stage / TRUST)})
+            files.sort(key=lambda entry: entry["path"])
         manifest = {"format": MANIFEST_FORMAT, "version": version, "board": board, "mpy": abi["mpy"],
                     "files": files}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")

@@ -65,6 +65,10 @@ def _register() -> None:
 
     cli.add_command(demo)
 
+    from fleet.cli.ota import ota
+
+    cli.add_command(ota)
+
 
 _register()
 
