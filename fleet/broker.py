@@ -149,6 +149,8 @@ max_queued_messages %(queued)d
 max_queued_bytes %(queued_bytes)d
 max_inflight_messages %(inflight)d
 max_connections -1
+# Small messages both ways (OTA chunk windows, command round trips): no Nagle delay waiting for an ACK.
+set_tcp_nodelay true
 log_dest stderr
 log_type error
 log_type warning

@@ -15,7 +15,7 @@ from protocols.topic import DOWN, UP, parse
 
 #: command topic type -> (module under protocols, class)
 COMMANDS = {"config": ("config", "Config"), "ping": ("commands", "Ping"), "reboot": ("commands", "Reboot"),
-            "rebirth": ("commands", "Rebirth"), "ota": ("ota", "OtaOffer")}
+            "rebirth": ("commands", "Rebirth"), "ota": ("ota", "OtaOffer"), "chunk": ("ota", "Chunk")}
 
 
 def encode(message) -> bytes:

@@ -9,7 +9,7 @@ from protocols.ack import Ack
 from protocols.errors import ProtocolError
 from protocols.event import Event
 from protocols.health import FIELDS, Health
-from protocols.ota import OtaProgress
+from protocols.ota import OtaProgress, Pull
 from protocols.senml_resolve import check_pack
 from protocols.state import State
 from protocols.telemetry import Telemetry
@@ -96,5 +96,15 @@ def ota(obj) -> OtaProgress:
     return message
 
 
+def pull(obj) -> Pull:
+    """Validate a decoded OTA pull map."""
+    obj, version, boot, seq = _header(obj, "pull")
+    need = fields.require
+    message = Pull(boot, seq, need(obj, 3, "cid"), need(obj, 4, "index"), need(obj, 5, "offset"), need(obj, 6, "count"))
+    message.protocol = version
+    return message
+
+
 #: topic type -> reader
-READERS = {"telemetry": telemetry, "event": event, "health": health, "state": state, "ack": ack, "ota": ota}
+READERS = {"telemetry": telemetry, "event": event, "health": health, "state": state, "ack": ack, "ota": ota,
+           "pull": pull}

@@ -16,6 +16,7 @@ UP = "dt"
 DOWN = "cmd"
 
 #: type -> (qos, retain). Retained up: only `state`, so the fleet always finds the last birth/will.
+#: `pull` is sent live (never kept in the outbox): a lost one is pulled again after a time-out.
 UP_TYPES = {
     "telemetry": (1, False),
     "event": (1, False),
@@ -23,15 +24,18 @@ UP_TYPES = {
     "state": (1, True),
     "ack": (1, False),
     "ota": (1, False),
+    "pull": (1, False),
 }
-#: Retained down: only `config`, the desired state a device gets on every (re)subscribe. A retained
-#: reboot/ping would be replayed at each connect, so those are never retained.
+#: Retained down: `config` (the desired state) and the `ota` offer, which a sleeping or offline device
+#: gets on its next (re)subscribe; the campaign clears it with an empty retained payload. A retained
+#: reboot/ping would be replayed at each connect, and a chunk answers one pull, so those are not.
 DOWN_TYPES = {
     "config": (1, True),
     "ping": (1, False),
     "reboot": (1, False),
-    "ota": (1, False),
+    "ota": (1, True),
     "rebirth": (1, False),
+    "chunk": (1, False),
 }
 
 FLEET_MAX = 16

@@ -1,13 +1,13 @@
 """The node's encoders of its messages (SPEC.md): one function per up message, CBOR bytes out.
 
 Each returns exactly the bytes `messages.encode(<Class>(...))` gives for the same arguments (Telemetry,
-Event, State, Health, Ack; tests/test_protocols_up*.py prove it on CPython and in the VM), without the
-message classes: those check everything a fleet may read and are too big for the node's heap. Here the
-values come from the agent's own code, so only what the wire needs is checked: the CBOR type of each
-field and its range (SPEC.md tables). A bad value raises ProtocolError("bad_field", "key <n>: <value>"),
-a payload over SPEC.md's 1024 bytes ProtocolError("too_large"). Nesting is bounded by the encoder's depth
-limit (SPEC.md's 4; an ack's result 2 inside it), where a tag would count as a level: no node message
-has one. OTA progress comes with issue 7.
+Event, State, Health, Ack, OtaProgress, Pull; tests/test_protocols_up*.py prove it on CPython and in the
+VM), without the message classes: those check everything a fleet may read and are too big for the node's
+heap. Here the values come from the agent's own code, so only what the wire needs is checked: the CBOR
+type of each field and its range (SPEC.md tables). A bad value raises ProtocolError("bad_field", "key
+<n>: <value>"), a payload over SPEC.md's 1024 bytes ProtocolError("too_large"). Nesting is bounded by the
+encoder's depth limit (SPEC.md's 4; an ack's result 2 inside it), where a tag would count as a level: no
+node message has one.
 
 Keys and limits are literals (SPEC.md is their source): one name each would cost the node's heap.
 """
@@ -126,3 +126,24 @@ def ack(boot, seq, cid, status, reasons=None, config=None, result=None):
     if result is not None:
         obj[7] = result
     return _encode(obj, boot, seq, 3)  # the map is level 1, so `result` may nest 2 more
+
+
+def ota_progress(boot, seq, cid, state, percent=None, reason=None, target=None):
+    """Update `cid` is in `state` (1 downloading, 2 verifying, 3 staged, 4 done, 5 failed, 6 rolled back;
+    a reason code required for 5 and 6) at `percent` 0..100, towards firmware version `target`."""
+    obj = {3: _int(3, cid), 4: _int(4, state, 1, 6)}
+    if percent is not None:
+        obj[5] = _int(5, percent, 0, 100)
+    if reason is not None:
+        obj[6] = _text(6, reason, 32)
+    elif state > 4:
+        _bad(6, reason)
+    if target is not None:
+        obj[7] = _text(7, target, 32)
+    return _encode(obj, boot, seq)
+
+
+def pull(boot, seq, cid, index, offset, count):
+    """Ask for `count` (1..8) chunks of file `index` (0 the envelope, i >= 1 the manifest's files[i-1]) of
+    update `cid` from byte `offset` of its stored form (SPEC.md "OTA")."""
+    return _encode({3: _int(3, cid), 4: _int(4, index), 5: _int(5, offset), 6: _int(6, count, 1, 8)}, boot, seq)

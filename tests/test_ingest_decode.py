@@ -13,14 +13,15 @@ from protocols import up
 from protocols.ack import Ack
 from protocols.event import Event
 from protocols.health import Health
-from protocols.ota import OtaProgress
+from protocols.ota import OtaProgress, Pull
 from protocols.state import State
 from protocols.telemetry import Telemetry
 
 VECTORS = json.loads((Path(__file__).parent.parent / "protocols" / "vectors" / "messages.json").read_text())["vectors"]
 FLEET = "city1"
 NOW = 1732850100.25  # a receive time (float, as time.time() gives)
-CLASSES = {"telemetry": Telemetry, "event": Event, "health": Health, "state": State, "ack": Ack, "ota": OtaProgress}
+CLASSES = {"telemetry": Telemetry, "event": Event, "health": Health, "state": State, "ack": Ack, "ota": OtaProgress,
+           "pull": Pull}
 
 
 def vector(name: str) -> tuple[str, bytes]:

@@ -21,7 +21,7 @@ from protocols.errors import ProtocolError
 from protocols.event import ALARM, CLEARED, RAISED, WARNING, Event
 from protocols.health import Health
 from protocols.limits import MAX_PAYLOAD
-from protocols.ota import DOWNLOADING, FAILED, OtaOffer, OtaProgress
+from protocols.ota import CHUNK, DOWNLOADING, FAILED, ROLLED_BACK, Chunk, OtaOffer, OtaProgress, Pull
 from protocols.senml_pack import PackBuilder
 from protocols.state import WATCHDOG, State
 from protocols.telemetry import Telemetry
@@ -58,14 +58,18 @@ def cases():
         ("ack ping", "ack", Ack(12, 40006, 78, OK, result=1732850000123)),
         ("ack refused", "ack", Ack(12, 40007, 79, REFUSED, reasons=["bad_threshold"], config=3)),
         ("ota progress", "ota", OtaProgress(12, 40008, 80, DOWNLOADING, percent=42, target="1.5.0")),
-        ("ota failed", "ota", OtaProgress(12, 40009, 80, FAILED, reason="sha256_mismatch", target="1.5.0")),
+        ("ota failed", "ota", OtaProgress(12, 40009, 80, FAILED, reason="HASH_MISMATCH", target="1.5.0")),
+        ("ota rolled back", "ota", OtaProgress(13, 40011, 80, ROLLED_BACK, reason="CRASHED", target="1.5.0")),
+        ("pull", "pull", Pull(12, 40010, 80, 3, 1536, 8)),
         ("config", "config", Config(77, 4, alarms={"flood": {0: "level", 1: 150, 2: 120, 3: 30, 4: 2}},
                                     sample={"level": 10}, heartbeat=900, deadband={"level": 5},
                                     calibration={"level": [1.0, -12]})),
         ("ping", "ping", Ping(78, echo=1732850000123)),
         ("reboot", "reboot", Reboot(81)),
         ("rebirth", "rebirth", Rebirth(82)),
-        ("ota offer", "ota", OtaOffer(80, "1.5.0", "https://fw.example/wl-1.5.0.bin", 655360, bytes(range(32)))),
+        ("ota offer", "ota", OtaOffer(80, "1.5.0", 5, 3921, bytes(range(32)))),
+        ("ota cancel", "ota", OtaOffer(80, "1.5.0", 5, 3921, bytes(range(32)), cancel=True)),
+        ("chunk", "chunk", Chunk(80, 3, 1536, bytes(range(16)), 1552)),
     ]
 
 
@@ -140,6 +144,9 @@ def test_will_carries_boot_id_only_and_birth_needs_its_fields():
         ("ack", {0: 1, 1: 1, 2: 2, 3: 4, 4: OK, 7: [[[1]]]}, "too_deep"),
         ("ota", {0: 1, 1: 1, 2: 2, 3: 4, 4: FAILED}, "bad_field"),
         ("ota", {0: 1, 1: 1, 2: 2, 3: 4, 4: DOWNLOADING, 5: 101}, "bad_field"),
+        ("pull", {0: 1, 1: 1, 2: 2, 3: 4, 4: 0, 5: 0, 6: 0}, "bad_field"),
+        ("pull", {0: 1, 1: 1, 2: 2, 3: 4, 4: 0, 5: 0, 6: 9}, "bad_field"),
+        ("pull", {0: 1, 1: 1, 2: 2, 3: 4, 4: 0, 6: 1}, "missing_field"),
     ],
 )
 def test_bad_device_messages_are_rejected_with_a_reason(kind, obj, reason):
@@ -160,7 +167,14 @@ def test_bad_device_messages_are_rejected_with_a_reason(kind, obj, reason):
         ("config", {0: 1, 1: 1, 2: 1, 4: {str(i): 1 for i in range(33)}}, "bad_field"),
         ("ping", {0: 1}, "missing_field"),
         ("ping", {0: 1, 1: 1, 2: "x"}, "bad_field"),
-        ("ota", {0: 1, 1: 1, 2: "1.0", 3: "u", 4: 1, 5: b"short"}, "bad_field"),
+        ("ota", {0: 1, 1: 1, 2: "1.0", 3: 5, 4: 1, 5: b"short"}, "bad_field"),
+        ("ota", {0: 1, 1: 1, 2: "1.0", 3: 0, 4: 1, 5: bytes(32)}, "bad_field"),
+        ("ota", {0: 1, 1: 1, 2: "1.0", 3: 5, 4: 1, 5: bytes(32), 6: 1}, "bad_field"),
+        ("ota", {0: 1, 1: 1, 2: "1.0", 3: "https://fw.example/a.bin", 4: 1, 5: bytes(32)}, "bad_field"),
+        ("chunk", {0: 1, 1: 1, 2: 0, 3: 0, 4: bytes(CHUNK + 1), 5: 2000}, "bad_field"),
+        ("chunk", {0: 1, 1: 1, 2: 0, 3: 10, 4: bytes(8), 5: 17}, "bad_field"),
+        ("chunk", {0: 1, 1: 1, 2: 0, 3: 0, 4: "text", 5: 4}, "bad_field"),
+        ("chunk", {0: 1, 1: 1, 2: 0, 3: 0, 5: 4}, "missing_field"),
     ],
 )
 def test_bad_commands_are_rejected_with_a_reason(kind, obj, reason):

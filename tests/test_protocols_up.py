@@ -16,6 +16,7 @@ from protocols.errors import ProtocolError
 from protocols.event import Event
 from protocols.health import FIELDS, Health
 from protocols.limits import MAX_PAYLOAD
+from protocols.ota import OtaProgress, Pull
 from protocols.senml_pack import PackBuilder
 from protocols.state import State
 from protocols.telemetry import Telemetry
@@ -163,6 +164,53 @@ def test_ack_refuses_what_the_class_refuses(args):
     assert outcome(lambda: up.ack(*args)) == outcome(lambda: messages.encode(Ack(*args)))
 
 
+OTA_ARGS = (UINT32, UINT32, UINT32, st.integers(1, 6), st.one_of(st.none(), st.integers(0, 100)),
+            st.one_of(st.none(), texts(32)), st.one_of(st.none(), texts(32)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(*OTA_ARGS))
+def test_ota_progress_is_the_class_encoding(args):
+    assert outcome(lambda: up.ota_progress(*args)) == outcome(lambda: messages.encode(OtaProgress(*args)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.tuples(*[either(strategy) for strategy in OTA_ARGS]))
+def test_ota_progress_refuses_what_the_class_refuses(args):
+    assert outcome(lambda: up.ota_progress(*args)) == outcome(lambda: messages.encode(OtaProgress(*args)))
+
+
+def test_ota_progress_of_a_failure_needs_a_reason():
+    assert up.ota_progress(1, 2, 3, 6, None, "CRASHED", "1.5.0") == messages.encode(
+        OtaProgress(1, 2, 3, 6, None, "CRASHED", "1.5.0"))
+    for state in (5, 6):
+        with pytest.raises(ProtocolError) as caught:
+            up.ota_progress(1, 2, 3, state)
+        assert "key 6" in str(caught.value)
+
+
+PULL_ARGS = (UINT32, UINT32, UINT32, st.integers(0, 200), UINT32, st.integers(1, 8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(*PULL_ARGS))
+def test_pull_is_the_class_encoding(args):
+    assert up.pull(*args) == messages.encode(Pull(*args))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.tuples(*[either(strategy) for strategy in PULL_ARGS]))
+def test_pull_refuses_what_the_class_refuses(args):
+    assert outcome(lambda: up.pull(*args)) == outcome(lambda: messages.encode(Pull(*args)))
+
+
+def test_pull_window_is_one_to_eight_chunks():
+    assert up.pull(1, 2, 3, 0, 0, 8) == messages.encode(Pull(1, 2, 3, 0, 0, 8))
+    for count in (0, 9):
+        with pytest.raises(ProtocolError):
+            up.pull(1, 2, 3, 0, 0, count)
+
+
 def test_a_valid_ack_encodes():
     # the property tests compare outcomes: make sure valid acks do come out as bytes
     assert up.ack(1, 2, 3, 1, ["bad_threshold"], 4, None) == messages.encode(Ack(1, 2, 3, 1, ["bad_threshold"], 4))
@@ -199,5 +247,6 @@ def test_message_vectors(vector):
     assert check_up_vector(vector) is None
 
 
-def test_every_device_message_but_ota_has_vectors():
-    assert {up_call(v)[0] for v in VECTORS} == {"telemetry", "event", "state", "health", "ack"}
+def test_every_device_message_has_vectors():
+    assert {up_call(v)[0] for v in VECTORS} == {"telemetry", "event", "state", "health", "ack", "ota_progress",
+                                                "pull"}

@@ -48,7 +48,7 @@ for vector in vectors:
 print("done", done)
 """.replace("PATH", repr(str(REPO / "protocols/vectors/messages.json")))
     out = check_micropython(code, heap="110k", path=[compiled, REPO]).splitlines()
-    assert out[-1] == "done 12"
+    assert out[-1] == "done 16"
     assert [line for line in out[:-1] if not line.endswith(" None")] == []
 
 

@@ -39,7 +39,7 @@ def test_down_topic_fields():
 @pytest.mark.parametrize(
     ("kind", "qos", "retain"),
     [("telemetry", 1, False), ("event", 1, False), ("health", 1, False), ("state", 1, True),
-     ("ack", 1, False), ("ota", 1, False)],
+     ("ack", 1, False), ("ota", 1, False), ("pull", 1, False)],
 )
 def test_up_qos_and_retain(kind, qos, retain):
     checked = topics.parse(topics.up("city1", "wl-7", kind))
@@ -48,9 +48,9 @@ def test_up_qos_and_retain(kind, qos, retain):
 
 @pytest.mark.parametrize(
     ("kind", "retain"),
-    [("config", True), ("ping", False), ("reboot", False), ("ota", False), ("rebirth", False)],
+    [("config", True), ("ping", False), ("reboot", False), ("ota", True), ("rebirth", False), ("chunk", False)],
 )
-def test_down_retain_only_for_config(kind, retain):
+def test_down_retain_only_for_config_and_the_ota_offer(kind, retain):
     checked = topics.down("city1", "wl-7", kind)
     assert (checked.qos, checked.retain) == (1, retain)
 

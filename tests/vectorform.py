@@ -154,20 +154,23 @@ def check_vector(vector):
 
 
 #: Keys of the optional arguments of each protocols.up function after (boot, seq), in argument order.
-_UP_KEYS = {"event": range(3, 9), "state": range(3, 8), "health": range(3, 15), "ack": range(3, 8)}
+_UP_KEYS = {"event": range(3, 9), "state": range(3, 8), "health": range(3, 15), "ack": range(3, 8),
+            "ota": range(3, 8), "pull": range(3, 7)}
+#: protocols.up function of a topic type, where it is not named as the type.
+_UP_NAMES = {"ota": "ota_progress"}
 
 
 def up_call(vector):
     """(protocols.up function name, its arguments) that should give the bytes of a message vector, or None
-    when protocols.up has no encoder for it (commands, OTA progress)."""
+    when protocols.up has no encoder for it (commands)."""
     parts = vector["topic"].split("/")
     kind = parts[3]
-    if parts[0] != "dt" or kind == "ota":
+    if parts[0] != "dt":
         return None
     value = from_json(vector["value"])
     if kind == "telemetry":
         return kind, [value[1], value[2], value[3:]]
-    return kind, [value[1], value[2]] + [value.get(key) for key in _UP_KEYS[kind]]
+    return _UP_NAMES.get(kind, kind), [value[1], value[2]] + [value.get(key) for key in _UP_KEYS[kind]]
 
 
 def check_up_vector(vector):

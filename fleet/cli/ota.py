@@ -1,9 +1,12 @@
-"""`fleet ota keygen|release|releases`: release keys and signed releases (the campaign commands join them)."""
+"""`fleet ota keygen|release|releases`: release keys and signed releases; `fleet ota rollout|status|pause|
+resume|abort`: campaigns that update devices in waves (fleet/ota/campaign.py)."""
 
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,7 +15,7 @@ COLUMNS = ("seq", "version", "board", "files", "bytes", "compressed", "key_id", 
 
 @click.group("ota")
 def ota() -> None:
-    """Over-the-air updates: release keys, signed releases."""
+    """Over-the-air updates: release keys, signed releases, campaigns."""
 
 
 @ota.command("keygen")
@@ -90,3 +93,177 @@ def releases(as_json: bool) -> None:
     for info in found:
         table.add_row(*("" if info.get(col) is None else str(info.get(col)) for col in COLUMNS))
     Console(soft_wrap=True).print(table)
+
+
+BROKER_HELP = ("Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT [default: $FLEET_BROKER, else the listener of "
+               "`fleet broker config`].")
+DEVICE_COLUMNS = ("device", "wave", "state", "reason", "progress", "sent", "note")
+
+
+def _broker(url: str | None) -> Any:
+    from fleet.selftest import parse_broker_url
+
+    return parse_broker_url(url) if url else None
+
+
+@ota.command("rollout")
+@click.argument("ref", metavar="RELEASE")
+@click.option("--select", default=None, metavar="KEY=VALUE,...",
+              help="Devices of the registry to update: id (takes * and ?), kind, site, state, board; a key given "
+                   "twice accepts either [default: every device that is not retired].")
+@click.option("--waves", default="1%,10%,50%,100%", show_default=True,
+              help="Cumulative shares of the devices per wave, ending at 100%; each wave has at least one device.")
+@click.option("--max-failures", default="5%", show_default=True,
+              help="Abort when failures (failed, rolled back, timed out) exceed this share of the devices with an "
+                   "outcome.")
+@click.option("--min-devices", type=click.IntRange(1), default=1, show_default=True,
+              help="Devices with an outcome before --max-failures applies.")
+@click.option("--timeout", default="30m", show_default=True,
+              help="Time a device has from its offer to an outcome (an offline device gets the offer when it "
+                   "connects within it).")
+@click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (progress goes to stderr).")
+def rollout(ref: str, select: str | None, waves: str, max_failures: str, min_devices: int, timeout: str,
+            broker: str | None, as_json: bool) -> None:
+    """Update devices to RELEASE in waves, in the foreground until the campaign is done or aborted.
+
+    A wave starts once every device of the waves before it has an outcome; the campaign aborts itself as
+    soon as failures exceed --max-failures (then no device starts the update). Devices already running
+    the release count as done. `fleet ota pause|resume|abort CAMPAIGN` steer it from another terminal;
+    Ctrl-C aborts it. Exit 0 when it is done, 1 when it aborted.
+
+    \b
+    Example:
+      fleet ota rollout 1.5.0 --select kind=water-level --waves 1%,10%,50%,100% --max-failures 5%
+    """
+    from fleet.errors import EXIT_FAILURE, FleetError
+    from fleet.ota.campaign import ABORTED, run_rollout, summary
+
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    # SIGTERM (a service manager, a closed session) aborts like Ctrl-C: offers never outlive their server
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        campaign = run_rollout(ref, select, waves, max_failures, min_devices, timeout, _broker(broker), echo=echo)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        click.echo(json.dumps(_status_doc(campaign, False), indent=1, sort_keys=True))
+    info = summary(campaign)
+    if campaign.state == ABORTED:
+        raise FleetError("campaign %s aborted: %s; its offers are cleared, %d device(s) never got one"
+                         % (campaign.id, info["reason"], info["counts"]["pending"]), exit_code=EXIT_FAILURE)
+    if not as_json:
+        click.echo("campaign %s done: %d of %d devices run %s" % (campaign.id, info["counts"]["done"],
+                                                                 info["devices"], info["release"]["version"]))
+
+
+@ota.command("status")
+@click.argument("campaign_id", metavar="[CAMPAIGN]", required=False)
+@click.option("--store", "store_url", envvar="FLEET_STORE", default=None, metavar="URL",
+              help="Also read the devices' OTA reports the ingest stored (later than the rollout saw) "
+                   "[default: the fleet home's store, when it exists].")
+@click.option("--json", "as_json", is_flag=True, help="Print the campaign as JSON.")
+def status(campaign_id: str | None, store_url: str | None, as_json: bool) -> None:
+    """Show a campaign (the newest by default): its state, waves and each device's state and reason.
+
+    A device that rolled back is shown rolled_back whatever it reported before or after.
+    """
+    from fleet.ota.campaign import load, progress_line, running_rollout
+
+    campaign = load(campaign_id)
+    _merge_store(campaign, store_url)
+    running = running_rollout() == campaign.id
+    doc = _status_doc(campaign, running)
+    if as_json:
+        click.echo(json.dumps(doc, indent=1, sort_keys=True))
+        return
+    info = doc["campaign"]
+    state = info["state"] + ("" if running or info["state"] in ("done", "aborted") else
+                             " (no rollout runs it: `fleet ota abort %s` clears its offers)" % campaign.id)
+    click.echo("campaign %s: %s, release %d (%s), %d devices in waves of %s, max failures %s"
+               % (campaign.id, state, info["release"]["seq"], info["release"]["version"], info["devices"],
+                  "/".join(map(str, info["sizes"])), campaign.doc["max_failures"]))
+    if info["reason"]:
+        click.echo("reason: %s" % info["reason"])
+    click.echo(progress_line(campaign))
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*(c.upper() for c in DEVICE_COLUMNS), box=None, pad_edge=False)
+    for row in doc["devices"]:
+        table.add_row(row["device"], str(row["wave"]), row["state"], row["reason"] or "",
+                      "" if row["percent"] is None else "%d%%" % row["percent"],
+                      "" if row["sent"] is None else str(row["sent"]), row["note"] or "")
+    Console(soft_wrap=True).print(table)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _status_doc(campaign: Any, running: bool) -> dict[str, Any]:
+    from fleet.ota.campaign import summary
+
+    rows = [{"device": name, "wave": dev["wave"] + 1, "state": dev["state"], "reason": dev["reason"],
+             "percent": dev["percent"], "sent": dev.get("sent"), "note": dev["note"], "cid": dev["cid"],
+             "offered_at": dev["offered_at"], "ended_at": dev["ended_at"]}
+            for name, dev in sorted(campaign.devices.items(), key=lambda item: (item[1]["wave"], item[0]))]
+    return {"campaign": summary(campaign), "rollout_running": running, "devices": rows}
+
+
+def _merge_store(campaign: Any, store_url: str | None) -> None:
+    """Apply the OTA reports the ingest stored for the campaign's cids (what came after the rollout ended)."""
+    from fleet.home import fleet_home
+    from fleet.ota.campaign import PENDING
+    from fleet.store import DB_FILE, open_store
+
+    if store_url is None and not (fleet_home() / DB_FILE).exists():
+        return
+    store = open_store(store_url)
+    try:
+        for name, dev in campaign.devices.items():
+            if dev["state"] != PENDING:
+                for row in store.ota(name, dev["cid"]):
+                    campaign.progress(name, row["cid"], row["boot"], row["seq"], row["state"], row["percent"],
+                                      row["reason"], row["received"])
+    finally:
+        store.close()
+
+
+def _steer(command: str, campaign_id: str, broker: str | None) -> Any:
+    from fleet.ota.campaign import control
+
+    return control(campaign_id, command, _broker(broker))
+
+
+@ota.command("pause")
+@click.argument("campaign_id", metavar="CAMPAIGN")
+def pause(campaign_id: str) -> None:
+    """Hold a running campaign: no new wave starts; devices already offered go on."""
+    campaign = _steer("pause", campaign_id, None)
+    click.echo("campaign %s %s" % (campaign.id, "paused: no new wave starts until `fleet ota resume %s`"
+                                   % campaign.id if campaign.state == "paused" else "ended (%s)" % campaign.state))
+
+
+@ota.command("resume")
+@click.argument("campaign_id", metavar="CAMPAIGN")
+def resume(campaign_id: str) -> None:
+    """Let a paused campaign start its next waves again."""
+    campaign = _steer("resume", campaign_id, None)
+    click.echo("campaign %s %s" % (campaign.id, campaign.state))
+
+
+@ota.command("abort")
+@click.argument("campaign_id", metavar="CAMPAIGN")
+@click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+def abort(campaign_id: str, broker: str | None) -> None:
+    """Stop a campaign: cancel downloads, clear every offer; no device starts the update any more.
+
+    Works whether or not its rollout still runs (without one, this clears the offers itself).
+    """
+    from fleet.ota.campaign import summary
+
+    campaign = _steer("abort", campaign_id, broker)
+    info = summary(campaign)
+    click.echo("campaign %s %s: offers cleared; %d device(s) never got one" % (
+        campaign.id, campaign.state, info["counts"]["pending"]))

@@ -115,6 +115,8 @@ class BatchWriter:
         elif m.kind == "ota":
             self.rows["ota"].append((m.device, m.boot, m.seq, msg.cid, msg.state, msg.percent,
                                      clean(msg.reason), clean(msg.target), m.received))
+        elif m.kind == "pull":
+            pass  # an OTA pull (SPEC "OTA"): its dedupe key is all that is kept, so seq shows no gap
         else:
             raise ValueError("unknown message kind %r from %s" % (m.kind, m.device))
 
