@@ -14,7 +14,11 @@ STORE_HELP = ("Store URL: sqlite:///ABSOLUTE/PATH.db or postgresql://USER@HOST:P
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
 @click.option("--store", "store_url", envvar="FLEET_STORE", default=None, help=STORE_HELP)
 @click.option("--quiet", is_flag=True, help="Log only warnings and errors, not the counters every 10 s.")
-def ingest(broker: str | None, store_url: str | None, quiet: bool) -> None:
+@click.option("--shared", metavar="GROUP", envvar="FLEET_INGEST_SHARED", default=None,
+              help="Be one worker of shared-subscription group GROUP: the broker splits the stream between them.")
+@click.option("--worker", type=click.IntRange(0, 999), envvar="FLEET_INGEST_WORKER", default=0, show_default=True,
+              help="This worker's number in the group; a restarted worker must keep its number.")
+def ingest(broker: str | None, store_url: str | None, quiet: bool, shared: str | None, worker: int) -> None:
     """Store every device message until stopped (SIGTERM or Ctrl-C).
 
     Subscribes to dt/<fleet>/+/+ as the fleet's own account (fleet-ops), validates each message against
@@ -24,11 +28,18 @@ def ingest(broker: str | None, store_url: str | None, quiet: bool) -> None:
     Readings are also checked against each device's alarm thresholds (alarms of source "fleet").
     Logs to stderr: connection changes, quarantined messages, and the counters every 10 s.
 
+    With --shared GROUP, several workers (--worker 0, 1, ...) subscribe to $share/GROUP/dt/<fleet>/+/+
+    and the broker (MQTT 5) gives each message to one of them. Each keeps its own session: a worker that
+    stops keeps its share queued at the broker until it comes back with the same --worker number.
+
     \b
     Example:
       fleet ingest --store postgresql://postgres@127.0.0.1:5432/fleet
+      fleet ingest --store postgresql://postgres@127.0.0.1:5432/fleet --shared ingest --worker 1
     """
     from fleet.ingest.service import configure_logging, run, settings_for
 
+    if worker and not shared:
+        raise click.UsageError("--worker goes with --shared GROUP")
     configure_logging(quiet)
-    run(settings_for(broker, store_url))
+    run(settings_for(broker, store_url, shared=shared, worker=worker))

@@ -6,8 +6,17 @@ gmqtt sends the PUBACK when it returns (gmqtt/mqtt/handler.py; under MQTT 3.1.1 
 MQTT 5 and the check after connecting). A crash before the commit leaves the message unacknowledged in our
 persistent session (clean start off, fixed client id `fleet-ingest-<fleet>`, session expiry below), so the
 broker delivers it again; a crash after the commit and before the PUBACK delivers it twice, and the store
-drops the copy by (device, boot, seq). Two ingests of one fleet would take the session from each other:
-run one.
+drops the copy by (device, boot, seq). Two ingests with one client id would take the session from each
+other: run one, or several workers sharing the stream (below).
+
+Shared subscription (`--shared GROUP --worker N`): each worker subscribes to `$share/GROUP/dt/<fleet>/+/+`
+(MQTT 5 section 4.8.2) with its own persistent session, client id `fleet-ingest-<fleet>-<GROUP>-<N>`, and
+the broker hands each message to one member of the group. Measured on Mosquitto 2.0 (hil_tests/
+test_fleet_scale.py): it deals messages round robin to every member whose session exists, connected or
+not; a member that is down keeps its share queued, and what was in flight to it unacknowledged, in its
+own session until it comes back with the same client id. So a worker killed and restarted with the
+same N loses nothing, but one that never returns strands its share (until the session expires): a
+worker retired for good must first come back once and be stopped with its queue drained.
 
 Receive Maximum tells the broker how many QoS 1 messages it may have in flight to us unacknowledged.
 Without it Mosquitto uses its max_inflight_messages (20 in the fleet's broker config), which would cap
@@ -55,22 +64,42 @@ class Settings:
     password: str | None = None
     store_url: str | None = None
     home: Path | None = None
-    client_id: str | None = None  # default fleet-ingest-<fleet>
+    client_id: str | None = None  # default fleet-ingest-<fleet>, or fleet-ingest-<fleet>-<shared>-<worker>
+    shared: str | None = None  # shared-subscription group: several workers split the stream
+    worker: int = 0  # this worker's number within the group (its session)
     batch_max: int = BATCH_MAX
     batch_wait: float = BATCH_WAIT_S
     report_every: float = REPORT_EVERY_S
     on_batch: Callable[[BatchWriter], None] | None = None  # after each committed batch
 
 
-def settings_for(broker_url: str | None = None, store_url: str | None = None, home: Path | None = None) -> Settings:
-    """Settings of this fleet: its broker (or `broker_url`), its name, the fleet-ops account, its store."""
+def settings_for(broker_url: str | None = None, store_url: str | None = None, home: Path | None = None,
+                 shared: str | None = None, worker: int = 0) -> Settings:
+    """Settings of this fleet: its broker (or `broker_url`), its name, the fleet-ops account, its store;
+    with `shared`, worker `worker` of that shared-subscription group."""
+    import re
+
     from fleet.broker import ops_secret
     from fleet.credentials import OPS_USER
     from fleet.home import fleet_name
     from fleet.selftest import default_broker, parse_broker_url
 
+    if shared is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,15}", shared):
+        raise FleetError("bad shared-subscription group %r: use 1..16 characters of a-z 0-9 - _" % shared)
+    if not 0 <= worker <= 999:
+        raise FleetError("bad worker number %d: use 0..999" % worker)
     broker = parse_broker_url(broker_url) if broker_url else default_broker(home)
-    return Settings(broker, fleet_name(home), OPS_USER, ops_secret(home), store_url, home)
+    return Settings(broker, fleet_name(home), OPS_USER, ops_secret(home), store_url, home, shared=shared,
+                    worker=worker)
+
+
+def client_id(settings: Settings) -> str:
+    """The ingest's MQTT client id: its persistent session (one per worker of a shared group)."""
+    if settings.client_id:
+        return settings.client_id
+    if settings.shared:
+        return "fleet-ingest-%s-%s-%d" % (settings.fleet, settings.shared, settings.worker)
+    return "fleet-ingest-" + settings.fleet
 
 
 def configure_logging(quiet: bool = False) -> None:
@@ -150,13 +179,15 @@ def _open_store(settings: Settings) -> Store:
 def _client(settings: Settings, writer: BatchWriter) -> Any:
     import gmqtt
 
-    client = gmqtt.Client(settings.client_id or "fleet-ingest-" + settings.fleet, clean_session=False,
+    client = gmqtt.Client(client_id(settings), clean_session=False,
                           optimistic_acknowledgement=False, session_expiry_interval=SESSION_EXPIRY_S,
                           receive_maximum=RECEIVE_MAX, logger=logging.getLogger("fleet.ingest.mqtt"))
     client.set_config({"reconnect_retries": -1, "reconnect_delay": RECONNECT_DELAY_S})
     if settings.username:
         client.set_auth_credentials(settings.username, settings.password)
     topic = "dt/%s/+/+" % settings.fleet
+    if settings.shared:
+        topic = "$share/%s/%s" % (settings.shared, topic)
     connected = [False]  # a refused CONNECT also ends in on_disconnect: only a lost connection is news
 
     def on_connect(client: Any, session_present: int, result: int, properties: Any) -> None:

@@ -1,0 +1,29 @@
+"""fleet-sim: thousands of simulated sensor nodes on one machine, each speaking the real protocol.
+
+    fleet broker config --port 1883                      # once: the fleet's broker files
+    fleet-sim provision --count 10000 --kind mixed       # registry, credentials, passwd/acl, devices file
+    mosquitto -c $FLEET_HOME/broker/mosquitto.conf &     # or fleet.broker.run_broker
+    fleet ingest &
+    fleet-sim run --duration 600 --scenario typhoon --speed 3 --rate 0.5 --outage-share 0.05 \\
+                  --misbehave-share 0.01 --procs 2 --report sent.json
+
+Modules, one job each: `mqttwire` (MQTT 3.1.1 packets), `connection` (one device's socket, an asyncio
+Protocol), `scenario` (the emulator's scenarios as wire values), `device` (one node's behaviour),
+`report` (what was sent, and the gaps a store must show), `runner` (the scheduler, processes),
+`provision` (batch registration), `cli`.
+
+Why not gmqtt per device. Measured here (Mosquitto 2.0.11 on loopback, 2 cores): 10,000 gmqtt clients
+took 19.3 KB each and 4.2 s to connect; 10,000 connections of this module's Protocol 2.7 KB and 1.2 s.
+A whole simulated device (connection, outbox, alarms, ledger) costs about 6.4 KB.
+
+Measured figures (same machine, devices with auth, will, birth and subscription, sampling at 1 pack/s):
+one process connects 10,000 devices in about 4 s and sustains about 10,000 messages/s (100 µs of CPU a
+message, a third of it the device's own pure-Python CBOR encoder, `protocols.cbor`); with `--procs 2`,
+19,400 messages/s from 10,000 devices, beside Mosquitto using about a third of a core.
+
+Registry. `fleet.registry.TinyRegistry.add` rewrites and fsyncs the whole JSON file and scans every record
+for uniqueness, so the n-th add costs O(n): measured 2 ms at 100 devices, 21 ms at 1,000, 136 ms at 5,000,
+184 ms at 10,000 (a 5.3 MB file), about 15 minutes to add 10,000 one by one; `get` reads the whole file
+too (63 ms at 10,000). `fleet-sim provision` adds a batch in one locked write instead: 10,000 devices in
+about 2.3 s, 1.9 s of it the credential hashes.
+"""
