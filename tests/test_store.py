@@ -145,6 +145,9 @@ def test_the_will_reserved_before_a_birth_is_not_a_gap(store: Store) -> None:
     # will and sends birth 6; the telemetry 4 really went missing.
     store.ingest(Batch([birth("wl1", 3, 2), telemetry("wl1", 3, 3), birth("wl1", 3, 6), telemetry("wl1", 3, 7)]))
     assert store.gaps("wl1") == [Gap("wl1", 3, 4, 4)]
+    # a number lost just before a will is a gap: only a birth's predecessor is the reserved will
+    store.ingest(Batch([will("wl1", 3, 9)]))
+    assert store.gaps("wl1") == [Gap("wl1", 3, 4, 4), Gap("wl1", 3, 8, 8)]
 
 
 def test_historical_readings_stored_at_their_own_time(store: Store) -> None:

@@ -195,10 +195,10 @@ class SqlStore(Store):
 
     def gaps(self, device: str | None = None) -> list[Gap]:
         where, params = ("WHERE device = ?", (device,)) if device is not None else ("", ())
-        # The number just before a state message is the will the agent reserved at CONNECT (SPEC "State");
+        # The number just before a birth is the will the agent reserved at CONNECT (SPEC "State");
         # a session that ended cleanly never publishes it, so it is not a gap.
         sql = ("SELECT device, boot, first, last FROM (SELECT device, boot, prev + 1 AS first, "
-               "seq - 1 - CASE WHEN kind = 'state' THEN 1 ELSE 0 END AS last, seq FROM (SELECT device, boot, seq, "
+               "seq - 1 - CASE WHEN kind = 'birth' THEN 1 ELSE 0 END AS last, seq FROM (SELECT device, boot, seq, "
                "kind, LAG(seq) OVER (PARTITION BY device, boot ORDER BY seq) AS prev FROM seen %s) AS t "
                "WHERE seq > prev + 1) AS g WHERE last >= first ORDER BY device, boot, seq" % where)
         with self._lock:

@@ -67,7 +67,7 @@ class BatchWriter:
         unique: dict[tuple[str, int, int], Inbound] = {}
         for message in batch.messages:
             unique.setdefault((message.device, message.boot, message.seq), message)
-        fresh = self.db._claim([(m.device, m.boot, m.seq, m.kind, m.received) for m in unique.values()])
+        fresh = self.db._claim([(m.device, m.boot, m.seq, _seen_kind(m), m.received) for m in unique.values()])
         new = [m for key, m in unique.items() if key in fresh]
         readings = [(r.device, r.name, r.time, *value_columns(r.value), clean(r.unit), r.boot, r.seq,
                      r.received, int(r.historical)) for m in new for r in m.readings]
@@ -231,3 +231,11 @@ class BatchWriter:
                 self.db._executemany("INSERT INTO %s VALUES (%s)" % (target, ", ".join("?" * len(rows[0]))), rows)
         if self.feed:
             self.db._executemany("INSERT INTO feed (time, device, kind, text) VALUES (?, ?, ?, ?)", self.feed)
+
+
+def _seen_kind(message: Inbound) -> str:
+    """The kind `seen` records: a state message as "birth" or "will", since the number before a birth is
+    the will reserved at CONNECT (not a gap) and the number before a will is not."""
+    if message.kind == "state":
+        return "birth" if getattr(message.message, "online", False) is True else "will"
+    return message.kind
