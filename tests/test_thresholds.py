@@ -71,6 +71,12 @@ def test_time_passing_confirms_a_held_value_without_a_new_report(checker):
     assert checker.tick(T0 + 500) == []
 
 
+def test_switched_off_it_checks_nothing():
+    made = Thresholds(enabled=False)
+    made.set_devices([registry("wl1", "water-level")])
+    assert feed(made, "wl1", "level", (0, 400), (100, 400)) == [] and made.tick(T0 + 200) == []
+
+
 def test_silence_past_two_heartbeats_confirms_nothing():
     made = Thresholds()
     made.set_devices([registry("wl1", "water-level", {3: {"flood_warn": {0: "level", 1: 150, 2: 120, 3: 60, 4: 1}},

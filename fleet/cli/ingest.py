@@ -18,7 +18,10 @@ STORE_HELP = ("Store URL: sqlite:///ABSOLUTE/PATH.db or postgresql://USER@HOST:P
               help="Be one worker of shared-subscription group GROUP: the broker splits the stream between them.")
 @click.option("--worker", type=click.IntRange(0, 999), envvar="FLEET_INGEST_WORKER", default=0, show_default=True,
               help="This worker's number in the group; a restarted worker must keep its number.")
-def ingest(broker: str | None, store_url: str | None, quiet: bool, shared: str | None, worker: int) -> None:
+@click.option("--fleet-alarms/--no-fleet-alarms", envvar="FLEET_INGEST_FLEET_ALARMS", default=True, show_default=True,
+              help="Check readings against each device's thresholds; with --shared, leave it on in one worker only.")
+def ingest(broker: str | None, store_url: str | None, quiet: bool, shared: str | None, worker: int,
+           fleet_alarms: bool) -> None:
     """Store every device message until stopped (SIGTERM or Ctrl-C).
 
     Subscribes to dt/<fleet>/+/+ as the fleet's own account (fleet-ops), validates each message against
@@ -42,4 +45,6 @@ def ingest(broker: str | None, store_url: str | None, quiet: bool, shared: str |
     if worker and not shared:
         raise click.UsageError("--worker goes with --shared GROUP")
     configure_logging(quiet)
-    run(settings_for(broker, store_url, shared=shared, worker=worker))
+    settings = settings_for(broker, store_url, shared=shared, worker=worker)
+    settings.fleet_alarms = fleet_alarms
+    run(settings)

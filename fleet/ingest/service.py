@@ -67,6 +67,7 @@ class Settings:
     client_id: str | None = None  # default fleet-ingest-<fleet>, or fleet-ingest-<fleet>-<shared>-<worker>
     shared: str | None = None  # shared-subscription group: several workers split the stream
     worker: int = 0  # this worker's number within the group (its session)
+    fleet_alarms: bool = True  # check readings against thresholds (one worker of a shared group only)
     batch_max: int = BATCH_MAX
     batch_wait: float = BATCH_WAIT_S
     report_every: float = REPORT_EVERY_S
@@ -142,7 +143,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> Counters:
     client = None
     writer: BatchWriter | None = None
     try:
-        thresholds = Thresholds()
+        thresholds = Thresholds(enabled=settings.fleet_alarms)
         thresholds.seed(await loop.run_in_executor(executor, store.open_fleet_alarms))
         await _refresh_devices(thresholds, settings.home)
         writer = BatchWriter(settings.fleet, store, executor, thresholds, batch_max=settings.batch_max,

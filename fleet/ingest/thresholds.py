@@ -109,7 +109,8 @@ class _State:
 class Thresholds:
     """Per-device alarm state; `check(inbound)` returns the FleetAlarm transitions its readings cause."""
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # off in all but one of several shared-subscription workers (README)
         self._kinds: dict[str, str] = {}  # device -> registry kind
         self._desired: dict[str, dict[int, Any]] = {}  # device -> desired document
         self._rules: dict[str, dict[str, Rule]] = {}  # device -> alarm -> rule (cache)
@@ -144,6 +145,8 @@ class Thresholds:
 
     def check(self, inbound: Inbound) -> list[FleetAlarm]:
         """Feed one stored-to-be message; the alarm transitions of its device it confirms, in time order."""
+        if not self.enabled:
+            return []
         if inbound.kind == "state":
             self._note_birth(inbound)
             return []
@@ -172,6 +175,8 @@ class Thresholds:
         deadband, so its silence means the value held. Held for two heartbeats at most: past that the
         node is stale, and its silence says nothing."""
         out: list[FleetAlarm] = []
+        if not self.enabled:
+            return out
         for (device, alarm), state in self._states.items():
             rule = self._device_rules(device).get(alarm) if state.since is not None else None
             if rule is not None:
