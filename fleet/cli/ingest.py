@@ -19,7 +19,8 @@ STORE_HELP = ("Store URL: sqlite:///ABSOLUTE/PATH.db or postgresql://USER@HOST:P
 @click.option("--worker", type=click.IntRange(0, 999), envvar="FLEET_INGEST_WORKER", default=0, show_default=True,
               help="This worker's number in the group; a restarted worker must keep its number.")
 @click.option("--fleet-alarms/--no-fleet-alarms", envvar="FLEET_INGEST_FLEET_ALARMS", default=True, show_default=True,
-              help="Check readings against each device's thresholds; with --shared, leave it on in one worker only.")
+              help="Check readings against each device's thresholds; off for --shared workers unless the broker "
+                   "keeps each device on one worker (README).")
 def ingest(broker: str | None, store_url: str | None, quiet: bool, shared: str | None, worker: int,
            fleet_alarms: bool) -> None:
     """Store every device message until stopped (SIGTERM or Ctrl-C).

@@ -67,7 +67,7 @@ class Settings:
     client_id: str | None = None  # default fleet-ingest-<fleet>, or fleet-ingest-<fleet>-<shared>-<worker>
     shared: str | None = None  # shared-subscription group: several workers split the stream
     worker: int = 0  # this worker's number within the group (its session)
-    fleet_alarms: bool = True  # check readings against thresholds (one worker of a shared group only)
+    fleet_alarms: bool = True  # check readings against thresholds (needs every reading of a device)
     batch_max: int = BATCH_MAX
     batch_wait: float = BATCH_WAIT_S
     report_every: float = REPORT_EVERY_S

@@ -110,7 +110,7 @@ class Thresholds:
     """Per-device alarm state; `check(inbound)` returns the FleetAlarm transitions its readings cause."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled  # off in all but one of several shared-subscription workers (README)
+        self.enabled = enabled  # off in shared-subscription workers that see only part of a device (README)
         self._kinds: dict[str, str] = {}  # device -> registry kind
         self._desired: dict[str, dict[int, Any]] = {}  # device -> desired document
         self._rules: dict[str, dict[str, Rule]] = {}  # device -> alarm -> rule (cache)
