@@ -248,6 +248,12 @@ def test_status_birth_will_health_ack_ota(store: Store) -> None:
     assert (store.status()[0].online, store.status()[0].outbox_trend) == (True, [])
 
 
+def test_a_reconnect_is_not_a_reset(store: Store) -> None:
+    store.ingest(Batch([birth("wl1", 4, 2, received=T0), birth("wl1", 4, 9, received=T0 + 60),
+                        birth("wl1", 5, 2, received=T0 + 120)]))
+    assert store.status("wl1", now=T0 + 200)[0].births_24h == 2  # two boots, three births
+
+
 def test_will_of_a_dropped_session_of_the_same_boot(store: Store) -> None:
     # boot 3: session 1 (will 9, birth 10), reconnect: session 2 (will 11, birth 12)
     store.ingest(Batch([birth("wl1", 3, 10), birth("wl1", 3, 12, received=T0 + 100)]))

@@ -172,7 +172,7 @@ class SqlStore(Store):
         with self._lock, self._transaction(write=False):
             rows = self._all("SELECT %s FROM devices%s ORDER BY device"
                              % (", ".join(DEVICE_COLUMNS), " WHERE device = ?" if device else ""), params)
-            births = dict(self._all("SELECT device, COUNT(*) FROM births h WHERE received > ?%s GROUP BY device"
+            births = dict(self._all("SELECT device, COUNT(DISTINCT boot) FROM births h WHERE received > ?%s GROUP BY device"
                                     % one, (since, *params)))
             trend: dict[str, list[int]] = {}
             for name, outbox in self._all(
