@@ -49,6 +49,12 @@ class AlarmEvent:
 class Alarm:
     """One alarm rule on measurement `measure`; update() returns an AlarmEvent on a confirmed transition."""
 
+    # The state at class level until it first changes: an instance then keeps fewer attributes, and
+    # the node keeps an Alarm per configured alarm.
+    active = False
+    since = None  # time of the first sample of the current run past the threshold
+    _run = 0  # samples in that run
+
     def __init__(self, name, measure, raise_at, clear_at, confirm=0, level=2, samples=1,
                  clear_confirm=None, clear_samples=None):
         if raise_at == clear_at:
@@ -69,9 +75,6 @@ class Alarm:
         self.samples = samples
         self.clear_confirm = confirm if clear_confirm is None else clear_confirm
         self.clear_samples = samples if clear_samples is None else clear_samples
-        self.active = False
-        self.since = None  # time of the first sample of the current run past the threshold
-        self._run = 0  # samples in that run
 
     def update(self, value, now):
         """Feed one sample taken at `now`; return an AlarmEvent when a transition is confirmed, else None."""
@@ -85,8 +88,9 @@ class Alarm:
             threshold, need_time, need_n = self.raise_at, self.confirm, self.samples
             past = value >= threshold if self.above else value <= threshold
         if not past:
-            self.since = None
-            self._run = 0
+            if self._run:  # a run broken (since is set exactly while _run counts)
+                self.since = None
+                self._run = 0
             return None
         if self.since is None:
             self.since = now

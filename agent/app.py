@@ -9,32 +9,24 @@ Files on flash: /device.json (identity, from provisioning), /data/* (config, ala
 
 import asyncio
 import gc
-import os
 import sys
 import time
 
-from agent import transient
-from agent.commands import Commands
-from agent.config import AgentConfig
+# Every module the running agent keeps is imported here, before any per-call load: one first imported
+# inside agent.transient.call() would be dropped from sys.modules with the call's own modules.
+from agent import commands, config, link, outbox, reporter, scheduler, sequence, transient, uplink  # noqa: F401
 from agent.errors import AgentError, SensorFault
-from agent.link import Link
-from agent.outbox import Outbox
-from agent.reporter import Reporter
-from agent.scheduler import Scheduler
 from agent.sensing import make_sensor
-from agent.sequence import Sequence
-from agent.uplink import Uplink
 from protocols import topics, up
 
 DATA = "/data"
 HEALTH_S = 300
 WDT_MS = 30000
 HEAP_CHECK_MS = 10000
-#: Bytes kept in one block for the code a config change or a command loads (agent/transient.py).
-ROOM = 6144
+#: Blocks of 1 KB kept for the code a config change or a command loads (agent/transient.py).
+ROOM = 6
 #: Sampler this late past its planned wake-up means the agent is stuck: stop feeding the watchdog.
 STALL_MS = 20000
-RESET_CODES = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
 KIND_NAMES = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}
 
 
@@ -49,30 +41,17 @@ class Agent:
     def __init__(self, board, ident, data=DATA):
         self.board = board
         self.id = ident
-        _mkdir(data)
-        self.sequence = Sequence(data + "/seq")
-        self.config = AgentConfig(ident.kind, data + "/config.json")
-        self.config_faults = self.config.load()
-        _mkdir(data + "/outbox")
-        self.outbox = Outbox(data + "/outbox")
-        self.reporter = Reporter(self.config, self.outbox, self.sequence, data + "/alarms")
-        self.sensor = make_sensor(ident.kind, board, ident.calibration)
-        self.scheduler = Scheduler(self.sensor.interval_ms(True), self.sensor.interval_ms(False))
-        self._slow_from_config()
-        self.commands = Commands(self)
-        self.firmware = ident.firmware
-        self.reset_cause = RESET_CODES.get(board.reset_cause(), 0)
-        self.started = time.ticks_ms()
-        self.progress = self.started
+        # its module stays: not in the call; safe mode (firmware/main.py, after crashes) reads no sensor
+        self.sensor = transient.call(commands.ota, "idle_sensor") if getattr(board, "safe", False) else \
+            make_sensor(ident.kind, board, ident.calibration)
+        self.errors = {}
+        self.fault = self._sleeper = None  # the last sensor fault; the sampler's task while it sleeps
+        (self.sequence, self.config, self.config_faults, self.outbox, self.reporter, self.scheduler,
+         self.commands, self.link, self.uplink, self.firmware, self.reset_cause) = transient.call(
+            _startup, "build", self, data)
+        self.started = self.progress = self._heap_checked = time.ticks_ms()
         gc.collect()
         self.heap_min = gc.mem_free()
-        self._heap_checked = self.started
-        self.errors = {}
-        self.fault = None
-        self.link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
-                         password=ident.password, will=self._will, on_connect=self._on_connect,
-                         on_message=self.commands.offer)
-        self.uplink = Uplink(self.link, self.outbox, ident.fleet, ident.device)
 
     def _topic(self, kind):
         return str(topics.up(self.id.fleet, self.id.device, kind))
@@ -88,6 +67,7 @@ class Agent:
         await self.birth(client)
         await client.subscribe("cmd/%s/%s/+" % (self.id.fleet, self.id.device), 1)  # SPEC.md "Topics"
         self.uplink.wake.set()
+        await transient.call(commands.ota, "connected", self)  # confirm a new release, report a rollback
 
     async def birth(self, client):
         """Publish the retained birth: firmware, config version, boot id, reset cause."""
@@ -108,21 +88,6 @@ class Agent:
         except AgentError:
             self._count("publish")
             return False
-
-    def _slow_from_config(self):
-        # The quiet-day period is the config's (key 4) for the kind's main measurement, but never longer
-        # than the sensor's own: the wind sensor's 3-second gust needs samples every few seconds.
-        seconds = self.config.sample_s(self.reporter.measures[0])
-        if seconds:
-            self.scheduler.slow_ms = min(int(seconds * 1000), self.sensor.interval_ms(False))
-
-    def apply_config(self, doc):
-        """Apply a config document from the fleet; return the reasons for what was refused."""
-        reasons = self.config.apply(doc)
-        self._slow_from_config()
-        self.reporter.reload()
-        self.sensor.set_thresholds(self.reporter.near_thresholds())
-        return reasons
 
     async def rebirth(self):
         """Resend the birth, the current values and a health report."""
@@ -159,15 +124,30 @@ class Agent:
         return self.sensor.moving()
 
     async def sampler(self):
-        """Sample on the adaptive schedule; an accelerometer interrupt wakes it at once."""
-        flag = getattr(self.sensor, "flag", None)
+        """Sample on the adaptive schedule; an accelerometer interrupt wakes it at once (_waker)."""
         while True:
             busy = self.sample_once()
             period = self.scheduler.done(time.ticks_ms(), busy)
             # Alive means: back from this sleep within STALL_MS of its planned end.
             self.progress = time.ticks_add(time.ticks_ms(), period)
-            await _sleep_or_flag(period, flag)
+            self._sleeper = asyncio.current_task()
+            try:
+                await asyncio.sleep_ms(period)
+            except asyncio.CancelledError:
+                pass  # woken early by _waker
+            self._sleeper = None
             self._heap_check()
+
+    async def _waker(self, flag):
+        # The sampler sleeps on a plain timer, which allocates nothing; this task waits for the
+        # sensor's interrupt flag and cuts that sleep short. (A wait_for on the flag with the period as
+        # timeout would allocate about 1.3 KB per sample: ten times a second on a manhole cover.)
+        while True:
+            await flag.wait()
+            task = self._sleeper
+            if task is not None:
+                self._sleeper = None
+                task.cancel()
 
     def _heap_check(self):
         # MicroPython collects only when an allocation fails, so free heap without a collection counts
@@ -186,7 +166,8 @@ class Agent:
         """Publish health every HEALTH_S seconds (and once soon after boot)."""
         await asyncio.sleep(10)
         while True:
-            await self.publish_now("health", self.health_message())
+            if self.link.client is not None:  # a report due offline is skipped: it would only use up a seq
+                await self.publish_now("health", self.health_message())
             await asyncio.sleep(HEALTH_S)
 
     def health_message(self):
@@ -202,17 +183,9 @@ class Agent:
             await asyncio.sleep_ms(WDT_MS // 4)
 
     async def run(self):
-        """Start every task and run forever."""
-        try:
-            self.sensor.setup()
-        except SensorFault as fault:
-            self.fault = fault.code
-            self._count(fault.code)
-        self.sensor.set_thresholds(self.reporter.near_thresholds())
+        """Start every task (agent/startup.py) and run forever."""
+        transient.call(_startup, "start", self)
         transient.hold(ROOM)
-        tasks = [self.sampler, self.link.run, self.uplink.run, self.commands.run, self.health]
-        background = [asyncio.create_task(self._guard(t)) for t in tasks]
-        background += [asyncio.create_task(t) for t in self.board.background()]
         await self.watchdog()
 
     async def _guard(self, task):
@@ -228,45 +201,19 @@ class Agent:
                 await asyncio.sleep(5)
 
 
-async def _sleep_or_flag(ms, flag):
-    if flag is None:
-        await asyncio.sleep_ms(ms)
-        return
-    try:
-        await asyncio.wait_for_ms(flag.wait(), ms)
-    except asyncio.TimeoutError:
-        pass
-
-
-def _mkdir(path):
-    try:
-        os.mkdir(path)
-    except OSError:
-        pass  # exists
-
-
 def _health(agent):
     from agent import health_report
 
     return health_report.encode(agent)
 
 
-def _identity():
-    from agent import identity
+def _startup(how, *args):
+    from agent import startup
 
-    return identity.load()
-
-
-def _intern():
-    # Load once, while the heap is young, what commands and reports load later: the names they intern
-    # stay (MicroPython never frees qstrs), so a later load never needs a new qstr pool, a large block
-    # that a fragmented heap may no longer have.
-    from agent import config_apply, config_check, defaults, health_report  # noqa: F401
-    from protocols import cbor_lite  # noqa: F401
+    return getattr(startup, how)(*args)
 
 
 def main(board):
     """Entry point from main.py: load the identity and run the agent."""
-    transient.call(_intern)
-    ident = transient.call(_identity)
+    ident = transient.call(_startup, "identity")
     asyncio.run(Agent(board, ident).run())

@@ -56,10 +56,7 @@ def manhole(sensor, samples=32, sleep=None):
     mag = math.sqrt(bx * bx + by * by + bz * bz)
     if abs(mag - 1.0) > 0.1:
         raise SensorFault("manhole_not_at_rest", "mean |a| = %.2f g" % mag, True)
-    sensor.base = (bx, by, bz)
-    sensor._gravity = [bx, by, bz]
-    sensor._tilt_prev = None
-    sensor._values["tilt"] = 0.0
+    sensor.set_base(bx, by, bz)
     return {"base_x": bx, "base_y": by, "base_z": bz}
 
 

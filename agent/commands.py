@@ -3,8 +3,9 @@
 The MQTT reader hands each message over synchronously with views into its receive buffer; `offer()`
 copies it into a small bounded queue (a burst beyond it is dropped and counted: the fleet resends
 commands it got no ack for), and `run()` handles them one by one and acks each with its command id.
-Commands are rare, so the code that reads them (topic parser, CBOR decoder, message classes) is loaded
-per command and dropped afterwards (agent/transient.py): it would otherwise sit in the heap for good.
+Commands are rare, so the code that reads them (agent/command_read.py and its CBOR decoder) and the code
+that applies a config (agent/reconfig.py) are loaded per command and dropped afterwards
+(agent/transient.py): they would otherwise sit in the heap for good.
 """
 
 import asyncio
@@ -13,43 +14,8 @@ from agent import transient
 from protocols import up
 
 _QUEUE = 4
-_MAX_PAYLOAD = 1024  # protocols/limits.py MAX_PAYLOAD, MAX_DEPTH (SPEC.md "Limits")
-_MAX_DEPTH = 4
 _OK = 0  # protocols/ack.py OK, REFUSED
 _REFUSED = 1
-
-
-def decode(topic, payload):
-    """(kind, cid, argument) of a command; (None, None, None) when it is malformed (nothing to ack).
-
-    Only the header is checked here (SPEC.md "Common": key 0 protocol version >= 1, key 1 cid); a
-    config document is checked entry by entry by agent/config_check.py, which refuses what is wrong
-    with reasons in the ack, so the node needs none of the fleet's message classes.
-    """
-    from protocols.cbor_lite import loads
-
-    kind = bytes(topic).rsplit(b"/", 1)[-1].decode()
-    if len(payload) > _MAX_PAYLOAD:
-        return None, None, None
-    try:
-        obj = loads(payload, max_depth=_MAX_DEPTH)
-    except ValueError:  # malformed, or CBOR the fleet never sends
-        return None, None, None
-    if not isinstance(obj, dict):
-        return None, None, None
-    version, cid = obj.get(0), obj.get(1)
-    if not _is_uint(version) or version < 1 or not _is_uint(cid) or cid > 0xFFFFFFFF:
-        return None, None, None
-    if kind == "config":
-        return kind, cid, obj
-    echo = obj.get(2)
-    if kind == "ping" and echo is not None and not (_is_uint(echo) and echo <= 0xFFFFFFFFFFFFFFFF):
-        return None, None, None
-    return kind, cid, echo
-
-
-def _is_uint(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class Commands:
@@ -61,9 +27,12 @@ class Commands:
         self.dropped = 0
         self.refused = 0
         self.wake = asyncio.Event()
+        self.ota = None  # the OTA confirmation under way (agent/ota_boot.py)
 
     def offer(self, topic, payload, retained):
         """MQTT callback: keep a copy of the message for run(); never blocks, never raises."""
+        if topic[-1] == 107 and bytes(topic[-6:]) == b"/chunk":  # OTA data: for update mode only (a late one)
+            return
         if len(self.queue) >= _QUEUE:
             self.dropped += 1
             return
@@ -82,12 +51,14 @@ class Commands:
 
     async def handle(self, topic, payload):
         """Apply one command and publish its ack."""
-        kind, cid, arg = transient.call(decode, topic, payload)
+        if topic.endswith(b"/ota"):  # an OTA offer: no ack, progress reports (agent/ota.py)
+            return await transient.call(ota, "offer", self.agent, payload)
+        kind, cid, arg = transient.call(_read, topic, payload)
         agent = self.agent
         if kind is None:
             self.refused += 1  # malformed: nothing to ack without a cid
         elif kind == "config":
-            await self.ack(cid, transient.call(agent.apply_config, arg))
+            await self.ack(cid, transient.call(_configure, agent, arg))
         elif kind == "ping":
             await self.ack(cid, None, arg)
         elif kind == "rebirth":
@@ -105,3 +76,24 @@ class Commands:
         payload = up.ack(agent.sequence.boot, agent.sequence.next(), cid, _REFUSED if reasons else _OK,
                          reasons or None, agent.config.version, result)
         await agent.publish_now("ack", payload)
+
+
+def _read(topic, payload):
+    from agent import command_read
+
+    return command_read.decode(topic, payload)
+
+
+def _configure(agent, doc):
+    reasons = agent.config.apply(doc)  # loads and drops the checks, the defaults and the merge itself
+    from agent import reconfig  # only now: never in the heap together with those
+
+    reconfig.follow(agent)
+    return reasons
+
+
+def ota(how, *args):
+    """agent/ota.py's `how`(*args), for a transient.call."""
+    from agent import ota
+
+    return getattr(ota, how)(*args)

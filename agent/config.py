@@ -32,6 +32,13 @@ def _run(name, *args):
     return getattr(config_apply, name)(*args)
 
 
+def _defaults(kind):
+    # A call of its own: the defaults' code is never loaded together with the merge's or the checks'.
+    from agent import defaults
+
+    return defaults.config_for(kind), defaults.MEASURES[kind]
+
+
 def _check(doc, measures):
     from agent import config_check  # alone: the peak of a config change is what the heap must hold
 
@@ -40,7 +47,7 @@ def _check(doc, measures):
 
 def validate(doc, kind):
     """(clean, refused, reasons): the valid part of `doc`, the (key, name) entries refused, the reasons."""
-    measures = transient.call(_run, "defaults_for", kind)[1]
+    measures = transient.call(_defaults, kind)[1]
     return transient.call(_check, doc, measures)
 
 
@@ -51,7 +58,7 @@ class AgentConfig:
         self.kind = kind
         self.path = path
         self.applied = {2: 0}  # the last accepted document (its valid part): version 0 = defaults only
-        self.doc, self.measures = transient.call(_run, "defaults_for", kind)
+        self.doc, self.measures = transient.call(_defaults, kind)
 
     @property
     def version(self):
@@ -62,7 +69,7 @@ class AgentConfig:
         """Read the stored document at boot; return reasons if it was unreadable or partly invalid."""
         clean, _, reasons = transient.call(_run, "stored", self)
         if clean is not None:  # entries this firmware refuses now keep their defaults
-            transient.call(_run, "take", self, clean)
+            transient.call(_run, "take", self, clean, transient.call(_defaults, self.kind)[0])
         return reasons
 
     def apply(self, doc, whole=False):
@@ -75,7 +82,7 @@ class AgentConfig:
         clean, refused, reasons = transient.call(_check, doc, self.measures)
         if clean is None or (whole and reasons):
             return reasons
-        transient.call(_run, "commit", self, clean, refused)
+        transient.call(_run, "commit", self, clean, refused, transient.call(_defaults, self.kind)[0])
         return reasons
 
     def alarms(self):

@@ -1,9 +1,9 @@
 """Loading, checking and applying config documents for AgentConfig (agent/config.py), run rarely.
 
 Imported for each call through agent.transient and dropped afterwards, so neither this code nor the
-defaults table nor the checks (agent/config_check.py) stay in the heap between config changes. Checking
-and merging are separate calls, so the checks and the defaults are never loaded at the same time: the
-peak of a config change is what limits the agent in a 110 KB heap.
+defaults table nor the checks (agent/config_check.py) stay in the heap between config changes. Checking,
+building the defaults (agent/config.py) and merging are separate calls, so no two of the three are
+loaded at the same time: the peak of a config change is what limits the agent in a 110 KB heap.
 """
 
 import json
@@ -11,13 +11,6 @@ import json
 from agent import flashio
 
 _TABLES = (3, 4, 6, 7)
-
-
-def defaults_for(kind):
-    """(default document, measures on the wire) of `kind`."""
-    from agent import defaults
-
-    return defaults.config_for(kind), defaults.MEASURES[kind]
 
 
 def stored(config):
@@ -28,7 +21,7 @@ def stored(config):
     from agent import config_check
 
     try:
-        return config_check.validate(config_check.from_json(data.decode()), config.measures)
+        return config_check.validate(from_json(data.decode()), config.measures)
     except (ValueError, TypeError, AttributeError):
         return None, [], ["bad_stored_config"]
 
@@ -56,17 +49,15 @@ def _to_json(doc):
     return json.dumps(out)
 
 
-def take(config, clean):
-    """Make `clean` (a checked document) the one in force: merged over the kind's defaults."""
-    from agent import defaults
-
+def take(config, clean, base):
+    """Make `clean` (a checked document) the one in force: merged over `base`, the kind's defaults."""
     config.applied = clean
-    config.doc = merge(defaults.config_for(config.kind), clean)
+    config.doc = merge(base, clean)
 
 
-def commit(config, clean, refused):
+def commit(config, clean, refused, base):
     """Apply the checked entries `clean` over what is in force (a refused entry keeps its old value) and
-    store the document."""
+    store the document; `base`: the kind's defaults."""
     old = config.applied
     for key, name in refused:  # what was in force for a refused entry stays
         if name is None:
@@ -74,5 +65,16 @@ def commit(config, clean, refused):
                 clean[key] = old[key]
         elif name in old.get(key, {}):
             clean.setdefault(key, {})[name] = old[key][name]
-    take(config, clean)
+    take(config, clean, base)
     flashio.write(config.path, _to_json(clean).encode())
+
+
+def from_json(text):
+    """The document as stored by commit() (JSON, integer keys as strings)."""
+    out = {}
+    for key, value in json.loads(text).items():
+        key = int(key)
+        if key == 3:
+            value = {name: {int(k): v for k, v in entry.items()} for name, entry in value.items()}
+        out[key] = value
+    return out

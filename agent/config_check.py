@@ -4,13 +4,17 @@ Apart from agent/config.py because they run only when a document arrives or at b
 imports this module for the check and unloads it afterwards, so its code is not resident on the heap.
 """
 
-import json
+try:
+    from micropython import const
+except ImportError:  # CPython (tests, tools): const() is the value itself
+    from copy import copy as const  # type: ignore[assignment, no-redef]
 
-MAX_ALARMS = 8  # per document; the defaults bring at most 3 more
-MAX_ITEMS = 32  # SPEC.md "Limits": map entries
-MAX_NAME = 32
-NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_-"
-TABLES = (3, 4, 6, 7)
+# const(): no module globals for these (this module is loaded at the peak of a config change)
+_MAX_ALARMS = const(8)  # per document; the defaults bring at most 3 more
+_MAX_ITEMS = const(32)  # SPEC.md "Limits": map entries
+_MAX_NAME = const(32)
+_NAME_CHARS = const("abcdefghijklmnopqrstuvwxyz0123456789_-")
+_TABLES = const((3, 4, 6, 7))
 
 #: measurement -> (lowest, highest) plausible value, for config checks
 RANGES = {
@@ -30,10 +34,10 @@ def _is_num(v):
 
 
 def _name_ok(name):
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
         return False
     for ch in name:
-        if ch not in NAME_CHARS:
+        if ch not in _NAME_CHARS:
             return False
     return True
 
@@ -88,11 +92,11 @@ def validate(doc, measures):
     if not _is_int(version) or not 1 <= version <= 0xFFFFFFFF:
         return None, refused, ["bad_version"]
     clean[2] = version
-    for key in TABLES:
+    for key in _TABLES:
         table = doc.get(key)
         if table is None:
             continue
-        if not isinstance(table, dict) or len(table) > (MAX_ALARMS if key == 3 else MAX_ITEMS):
+        if not isinstance(table, dict) or len(table) > (_MAX_ALARMS if key == 3 else _MAX_ITEMS):
             reasons.append("bad_table:%d" % key)
             refused.append((key, None))
             continue
@@ -115,14 +119,3 @@ def validate(doc, measures):
             reasons.append("bad_heartbeat")
             refused.append((5, None))
     return clean, refused, reasons[:32]  # an ack carries at most 32 reasons (SPEC.md "Limits")
-
-
-def from_json(text):
-    """The document stored by AgentConfig.save() (JSON, integer keys as strings)."""
-    out = {}
-    for key, value in json.loads(text).items():
-        key = int(key)
-        if key == 3:
-            value = {name: {int(k): v for k, v in entry.items()} for name, entry in value.items()}
-        out[key] = value
-    return out

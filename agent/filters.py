@@ -33,48 +33,62 @@ from agent.errors import AgentError
 class Deadband:
     """Report-on-change filter with an absolute/relative band and optional spike rejection."""
 
+    # Defaults at class level: an instance keeps only what differs (every measurement of the node has
+    # a Deadband, most with neither a relative band nor spike rejection).
+    relative = 0.0
+    spike = None
+    confirm = 3
+    reported = None  # last value reported
+    rejected = 0  # samples dropped as spikes
+    _accepted = None  # last sample that was not a suspect
+    _suspect = None  # first sample of the current run of suspects
+    _suspects = 0
+
     def __init__(self, absolute=0.0, relative=0.0, spike=None, confirm=3):
         if absolute < 0 or relative < 0 or (spike is not None and spike <= 0):
             raise AgentError("deadband limits must be >= 0 (spike > 0)")
         if not isinstance(confirm, int) or confirm < 1:
             raise AgentError("deadband confirm must be an integer >= 1")
         self.absolute = absolute
-        self.relative = relative
-        self.spike = spike
-        self.confirm = confirm
-        self.reported = None  # last value reported
-        self.rejected = 0  # samples dropped as spikes
-        self._accepted = None  # last sample that was not a suspect
-        self._suspect = None  # first sample of the current run of suspects
-        self._suspects = 0
+        if relative:
+            self.relative = relative
+        if spike is not None:
+            self.spike = spike
+            self.confirm = confirm
 
     def update(self, value):
         """Feed one sample; return the value to report now, or None."""
         if value != value:
             raise AgentError("deadband got NaN: drop the reading before filtering")
-        ref = self._accepted
-        if self.spike is not None and ref is not None and abs(value - ref) > self.spike:
-            # A suspect: accepted only as the `confirm`-th of a run on one side of `ref`, each within
-            # `spike` of the run's first.
-            first = self._suspect
-            if self._suspects and (value > ref) == (first > ref) and abs(value - first) <= self.spike:
-                self._suspects += 1
+        if self.spike is not None:
+            ref = self._accepted
+            if ref is not None and abs(value - ref) > self.spike:
+                # A suspect: accepted only as the `confirm`-th of a run on one side of `ref`, each
+                # within `spike` of the run's first.
+                first = self._suspect
+                if self._suspects and (value > ref) == (first > ref) and abs(value - first) <= self.spike:
+                    self._suspects += 1
+                else:
+                    self.rejected += self._suspects
+                    self._suspect = value
+                    self._suspects = 1
+                if self._suspects < self.confirm:
+                    return None
             else:
-                self.rejected += self._suspects
-                self._suspect = value
-                self._suspects = 1
-            if self._suspects < self.confirm:
-                return None
-        else:
-            self.rejected += self._suspects  # the run that ended here was a spike
-        self._accepted = value
-        self._suspects = 0
+                self.rejected += self._suspects  # the run that ended here was a spike
+            self._accepted = value
+            self._suspects = 0
         last = self.reported
-        if last is None or value != last and abs(value - last) >= max(self.absolute,
-                                                                         self.relative * abs(last)):
-            self.reported = value
-            return value
-        return None
+        if last is not None:  # runs for every sample: no float made that is not needed
+            if value == last:
+                return None
+            band = self.absolute
+            if self.relative:
+                band = max(band, self.relative * abs(last))
+            if (value - last if value > last else last - value) < band:
+                return None
+        self.reported = value
+        return value
 
     def mark(self, value):
         """Record `value` as reported by someone else (a heartbeat sent it)."""
@@ -84,14 +98,15 @@ class Deadband:
 class RateLimit:
     """One report per `window` time units; offers inside the window are held, the newest wins."""
 
+    superseded = 0  # held values replaced by a newer one before they were sent
+    holding = False  # True while a value waits for its window
+    _last = None  # time of the last report
+    _held = None
+
     def __init__(self, window):
         if window < 0:
             raise AgentError("rate limit window must be >= 0")
         self.window = window
-        self.superseded = 0  # held values replaced by a newer one before they were sent
-        self.holding = False  # True while a value waits for its window
-        self._last = None  # time of the last report
-        self._held = None
 
     def offer(self, value, now):
         """Offer `value` at `now`; return it when it may be sent now, else hold it and return None."""
@@ -126,11 +141,12 @@ class RateLimit:
 class Heartbeat:
     """Tracks the last publish; due once `ut` seconds passed (at once before the first publish)."""
 
+    last = None
+
     def __init__(self, ut):
         if ut <= 0:
             raise AgentError("heartbeat ut must be > 0 seconds, not %r" % (ut,))
         self.ut = ut
-        self.last = None
 
     def mark(self, now):
         """Record a publish at `now`."""

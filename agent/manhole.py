@@ -12,6 +12,14 @@ The gravity estimate is a low-pass (exponential mean, weight ALPHA = 0.3) of sam
 within REST_BAND_G = 0.1 g of 1 g: a sample during a knock or a lift measures motion plus gravity, so it
 does not move the tilt estimate.
 
+Arithmetic. This runs ten times a second, and on MicroPython every float an expression makes is a new
+heap object, while small ints are not. So the chip's readings stay integers (mg), |a| is compared
+squared (mg^2), the gravity estimate is kept in 1/64 mg and the baseline as a vector of length 1024;
+cross and dot product are integers scaled down by 2^12 before squaring, so every intermediate stays a
+small int even on a 32-bit port (|g||b| <= 1.1 g * 64 * 1000 * 1024 < 2^27). That leaves a resolution
+of about 0.004 degrees, and six floats per sample (|a| in m/s^2, the tilt, its change) instead of
+about fifty.
+
 Events. |a| far below 1 g means the cover is falling or being yanked up (free fall reads 0 g): a
 "lift" event below LIFT_G = 0.4 g. |a| far above 1 g is a blow (a lorry wheel on a loose cover): an
 "impact" above IMPACT_G = 1.6 g; the chip's +-2 g range clips each axis at 2 g, so the magnitude
@@ -19,8 +27,9 @@ saturates at 2*sqrt(3) g. One event per excursion, with its magnitude in m/s^2; 
 |a| is back within the rest band of 1 g.
 
 Wake-up. The LIS3DH activity interrupt (INT1, latched) fires on any change above WAKE_MG = 160 mg. Its
-handler sets `woken` and an asyncio ThreadSafeFlag (`flag`, None where asyncio lacks it, as in CPython)
-that the sampler awaits besides its timer, so a lift is sampled at once even on the slow schedule.
+handler sets `woken` and an asyncio ThreadSafeFlag (`flag`, None where asyncio lacks it, as in CPython);
+the agent waits on that flag and cuts the sampler's sleep short (agent/app.py), so a lift is sampled at
+once even on the slow schedule.
 """
 
 import math
@@ -33,17 +42,23 @@ try:
 except ImportError:  # CPython (tests, tools): const() is the value itself
     from copy import copy as const  # type: ignore[assignment, no-redef]
 
-_G = const(9.80665)  # m/s^2 per g
-_LIFT_G = const(0.4)
-_IMPACT_G = const(1.6)
-_REST_BAND_G = const(0.1)
-_ALPHA = const(0.3)
 _WAKE_MG = const(160)
 _TILT_MOVING_DEG = const(0.5)  # a change per sample larger than this counts as moving
+# LIFT_G, IMPACT_G and the rest band as limits on |a|^2 in mg^2: (400 mg)^2, (1600 mg)^2, (900 mg)^2 and
+# (1100 mg)^2. ALPHA = 0.3 is the "* 3 // 10" in sample().
+_LIFT_MG2 = const(160000)
+_IMPACT_MG2 = const(2560000)
+_REST_LO_MG2 = const(810000)
+_REST_HI_MG2 = const(1210000)
+_MS2_PER_MG = const(0.00980665)  # 9.80665 m/s^2 per g
+_DEG_PER_RAD = const(57.29577951308232)
+_BASE_LEN = const(1024)  # length of the integer baseline vector
+_SHIFT = const(12)  # cross and dot product scaled down by 2^12 before squaring
 
 
 def tilt_deg(a, b):
-    """Angle in degrees between 3-vectors a and b (atan2 of |a x b| and a . b)."""
+    """Angle in degrees between 3-vectors a and b (atan2 of |a x b| and a . b): the geometry of sample(),
+    in floats."""
     cx = a[1] * b[2] - a[2] * b[1]
     cy = a[2] * b[0] - a[0] * b[2]
     cz = a[0] * b[1] - a[1] * b[0]
@@ -61,13 +76,10 @@ class ManholeSensor(Sensor):
     def __init__(self, accel, int_pin=None, calibration=None):
         Sensor.__init__(self)
         cal = calibration or {}
-        self.base = (cal.get("base_x", 0.0), cal.get("base_y", 0.0), cal.get("base_z", 1.0))
         self._accel = accel
         self._pin = int_pin
         self._ready = False
-        self._gravity = None  # low-passed gravity vector in g, a list reused
         self._excursion = None  # "lift" / "impact" while one lasts
-        self._tilt_prev = None
         self._changing = False
         self.woken = False
         self.wakes = 0
@@ -80,6 +92,19 @@ class ManholeSensor(Sensor):
             except ImportError:  # CPython's asyncio: the sampler sees `woken` at its next sample
                 pass
         self._handler = self._on_int  # bound once: the IRQ must not allocate
+        self.set_base(cal.get("base_x", 0.0), cal.get("base_y", 0.0), cal.get("base_z", 1.0), False)
+
+    def set_base(self, x, y, z, level=True):
+        """Take (x, y, z) in g as the baseline orientation (calibration); `level`: the cover is there now,
+        so the tilt is 0 and the gravity estimate starts from the baseline."""
+        self.base = (x, y, z)
+        k = _BASE_LEN / (math.sqrt(x * x + y * y + z * z) or 1.0)
+        self._b = [round(x * k), round(y * k), round(z * k)]
+        # The low-passed gravity vector in 1/64 mg (ints, updated in place); None until a sample at rest.
+        self._gravity = [round(x * 64000), round(y * 64000), round(z * 64000)] if level else None
+        self._tilt_prev = None
+        if level:
+            self._values["tilt"] = 0.0
 
     def _on_int(self, pin):
         self.woken = True
@@ -97,24 +122,26 @@ class ManholeSensor(Sensor):
         self._ready = True
 
     def sample(self, now_ms):
-        """Read one acceleration vector; update tilt, |a| and the events."""
+        """Read one acceleration vector; update tilt, |a| and the events (see Arithmetic above)."""
         try:
             if not self._ready:
                 self.setup()
             if self.woken:
                 self.woken = False
                 self._accel.clear_int()
-            x, y, z = self._accel.read_g()
+            r = self._accel.read_raw()  # mg, a list the driver reuses
         except SensorFault as fault:
             self._ready = False
             self.fault = fault.code
             raise
-        mag = math.sqrt(x * x + y * y + z * z)
-        self._values["accel"] = mag * _G
-        rest = abs(mag - 1.0) <= _REST_BAND_G
-        kind = "lift" if mag < _LIFT_G else "impact" if mag > _IMPACT_G else None
+        x, y, z = r[0], r[1], r[2]
+        m2 = x * x + y * y + z * z
+        accel = math.sqrt(m2) * _MS2_PER_MG
+        self._values["accel"] = accel
+        rest = _REST_LO_MG2 <= m2 <= _REST_HI_MG2
+        kind = "lift" if m2 < _LIFT_MG2 else "impact" if m2 > _IMPACT_MG2 else None
         if kind is not None and kind != self._excursion:
-            self._event(kind, mag * _G)
+            self._event(kind, accel)
             self._excursion = kind
         elif kind is None and rest:
             self._excursion = None
@@ -123,15 +150,24 @@ class ManholeSensor(Sensor):
             return
         g = self._gravity
         if g is None:
-            self._gravity = [x, y, z]
-        else:
-            g[0] += _ALPHA * (x - g[0])
-            g[1] += _ALPHA * (y - g[1])
-            g[2] += _ALPHA * (z - g[2])
-        tilt = tilt_deg(self._gravity, self.base)
+            g = self._gravity = [x << 6, y << 6, z << 6]
+        else:  # g += ALPHA * (a - g), ALPHA = 3/10
+            g[0] += ((x << 6) - g[0]) * 3 // 10
+            g[1] += ((y << 6) - g[1]) * 3 // 10
+            g[2] += ((z << 6) - g[2]) * 3 // 10
+        b = self._b
+        cx = (g[1] * b[2] - g[2] * b[1]) >> _SHIFT
+        cy = (g[2] * b[0] - g[0] * b[2]) >> _SHIFT
+        cz = (g[0] * b[1] - g[1] * b[0]) >> _SHIFT
+        dot = (g[0] * b[0] + g[1] * b[1] + g[2] * b[2]) >> _SHIFT
+        tilt = math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), dot) * _DEG_PER_RAD
         self._values["tilt"] = tilt
         prev = self._tilt_prev
-        self._changing = prev is not None and abs(tilt - prev) > _TILT_MOVING_DEG
+        if prev is None:
+            self._changing = False
+        else:
+            step = tilt - prev
+            self._changing = step > _TILT_MOVING_DEG or step < -_TILT_MOVING_DEG
         self._tilt_prev = tilt
 
     def changing(self):

@@ -8,28 +8,29 @@ the budget is `max_segments` x `seg_bytes`. A record is
 `type` (the topic type) and `seq` are the caller's; the payload is an encoded message, opaque here.
 
 Crash safety. Records are only ever appended (open "ab", write, close), so a power cut can tear at most
-the record being written. open() checks every record's CRC (one pass at boot, through the one buffer);
+the record being written. Opening checks every record's CRC (one pass at boot: agent/outbox_open.py);
 a segment's valid part ends at its first bad record, and a segment with a torn tail is sealed: appends go
 to a new segment, so nothing valid ever follows garbage.
 
 Full. When a new segment is needed and `max_segments` exist, the oldest is deleted; the unsent records
 in it are added to `dropped` (kept on flash with the ack position).
 
-Drain. peek(n) returns up to n of the oldest records, read into one preallocated buffer (RAM is that
-buffer plus small bookkeeping, never a segment); ack(count) marks the first `count` of them sent. The
-buffer is `buf_bytes`, by default 1024: no MQTT payload may be larger (SPEC.md "Limits", MAX_PAYLOAD),
-so a record never needs more, and a window of the uplink's small records fits.
+Drain. peek(n) returns up to n of the oldest records, their payloads read as bytes objects that together
+hold at most `buf_bytes` (by default 1024: no MQTT payload may be larger, SPEC.md "Limits" MAX_PAYLOAD,
+so a record never needs more, and a window of the uplink's small records fits); RAM is those plus small
+bookkeeping, never a segment. The uplink hands the payloads to the MQTT client, which keeps them until
+their PUBACK, so a buffer of the outbox's own would only be copied from (and take 1 KB for good).
+ack(count) marks the first `count` of them sent.
 Consumed segments are deleted at once; the ack position inside a segment is written to flash only every
 `ack_every` acked records (flash wear), so a reboot resends at most `ack_every` - 1 records, which the
 fleet drops as duplicates by (device, boot id, seq). Nothing acked-but-unsent is possible: the position
 on flash never runs ahead of ack().
 """
 
-import os
 import struct
 from array import array
 
-from agent import flashio
+from agent import flashio, transient
 from agent.errors import AgentError
 
 try:
@@ -40,7 +41,6 @@ except ImportError:  # CPython (tests, tools): const() is the value itself
 _HEAD = const(7)  # len, type, seq
 OVERHEAD = const(11)  # _HEAD + crc
 _MAX_PEEK = const(64)  # records per peek: the SenML pack limit
-_FULL = const(-2)  # _read_record: the payload does not fit the rest of the buffer
 
 
 class Outbox:
@@ -55,83 +55,42 @@ class Outbox:
         self.max_segments = max_segments
         self.ack_every = ack_every
         self.max_payload = min(buf_bytes, seg_bytes - OVERHEAD, 0xFFFF)
-        self._buf = bytearray(buf_bytes)
-        self._mv = memoryview(self._buf)
+        self._budget = buf_bytes  # payload bytes one peek hands out, together
         self._hdr = bytearray(_HEAD)
         self._crc = bytearray(4)
-        # position (segment, offset) after each peeked record; 32-bit ints: 4 bytes each, not a list's 8
-        self._pk_seg = array("i", bytes(4 * _MAX_PEEK))
-        self._pk_off = array("i", bytes(4 * _MAX_PEEK))
+        # position (segment, offset) after each peeked record; 32-bit ints: 4 bytes each, not a list's 8.
+        # Sized by the largest peek asked for (the uplink's window), not for _MAX_PEEK.
+        self._pk_seg = self._pk_off = array("i")
         self._peeked = 0
         self._segs = []  # segment numbers, oldest first; the head is always in _segs[0]
         self._ends = []  # valid length of each
         self._head = 0  # offset of the oldest unacked record in _segs[0]
         self._unsaved = 0  # records acked since the ack position was last written
         self._sealed = False  # the last segment has a torn tail: append to a new one
+        self._next_seg = 0  # number of the next segment to make
         self.count = 0  # records waiting
         self.dropped = 0  # records deleted unsent because the budget was full (persisted)
-        self._open()
+        transient.call(_open, self)  # once, at boot: its code is not kept (agent/outbox_open.py)
 
     # -- files
 
     def _path(self, seg):
         return "%s/%d.seg" % (self.root, seg)
 
-    def _open(self):
-        try:
-            os.mkdir(self.root)
-        except OSError:
-            pass  # exists
-        segs = []
-        for name in os.listdir(self.root):
-            if name.endswith(".seg") and name[:-4].isdigit():
-                segs.append(int(name[:-4]))
-        segs.sort()
-        state = flashio.read(self.root + "/state")
-        first, head = (segs[0] if segs else 0), 0
-        if state is not None and len(state) == 12:
-            seg, off, self.dropped = struct.unpack("<III", state)
-            if seg > first:  # consumed segments whose deletion was cut short (segs is sorted)
-                while segs and segs[0] < seg:
-                    flashio.remove(self._path(segs.pop(0)))
-                first = seg
-            if segs and seg == segs[0]:
-                head = off
-        self._next_seg = (segs[-1] + 1) if segs else first
-        for seg in segs:
-            # The valid part of each segment: up to its first record that fails its CRC.
-            size = os.stat(self._path(seg))[6]
-            end = 0
-            with open(self._path(seg), "rb") as f:
-                while end + OVERHEAD <= size:
-                    n = self._read_record(f, 0)
-                    if n < 0:
-                        break
-                    end += OVERHEAD + n
-            self._segs.append(seg)
-            self._ends.append(end)
-            self._sealed = end < size
-        self._head = min(head, self._ends[0]) if segs else 0
-        self._recount()
-        self._normalise()
-
-    def _read_record(self, f, pos):
-        """Read the record at f's position; payload into the buffer at `pos`. Its length, or -1 if bad."""
+    def _read_record(self, f):
+        """Read the record at f's position: its payload (bytes), or None when it is bad."""
         hdr = self._hdr
         if f.readinto(hdr) != _HEAD:
-            return -1
+            return None
         n = hdr[0] | (hdr[1] << 8)
         if n > self.max_payload:
-            return -1
-        if pos + n > len(self._buf):
-            return _FULL
-        if n and f.readinto(self._mv[pos:pos + n]) != n:
-            return -1
+            return None
+        payload = f.read(n) if n else b""
         crc = self._crc
-        if f.readinto(crc) != 4:
-            return -1
+        if len(payload) != n or f.readinto(crc) != 4:
+            return None
         want = crc[0] | (crc[1] << 8) | (crc[2] << 16) | (crc[3] << 24)
-        return n if flashio.checksum(self._mv[pos:pos + n], flashio.checksum(hdr)) == want else -1
+        return payload if flashio.checksum(payload, flashio.checksum(hdr)) == want else None
 
     def _records(self, index, start):
         """Number of (valid) records in _segs[index] from offset `start` to its end."""
@@ -206,13 +165,16 @@ class Outbox:
     # -- draining
 
     def peek(self, n=1):
-        """Up to n oldest records as (type, seq, payload memoryview), valid until the next peek/append.
+        """Up to n oldest records as (type, seq, payload bytes).
 
-        As many as fit in the buffer (at least one when any waits): payloads are read into it back to back.
+        As many as fit in `buf_bytes` of payload together (at least one when any waits).
         """
         out: list = []
         n = min(n, _MAX_PEEK)
-        pos = 0
+        if len(self._pk_seg) < n:
+            self._pk_seg = array("i", bytes(4 * n))
+            self._pk_off = array("i", bytes(4 * n))
+        size = 0
         index, off = 0, self._head
         while len(out) < n and index < len(self._segs):
             seg = self._segs[index]
@@ -220,19 +182,18 @@ class Outbox:
                 with open(self._path(seg), "rb") as f:
                     f.seek(off)
                     while len(out) < n and off < self._ends[index]:
-                        size = self._read_record(f, pos)
-                        if size == _FULL:
-                            n = len(out)  # the buffer is full: no more records this time
-                            break
-                        if size < 0:  # went bad on flash since open(): the rest of this segment is lost
+                        payload = self._read_record(f)
+                        if payload is None:  # went bad on flash since open(): the rest of this segment is lost
                             self._ends[index] = off
                             self._recount()
                             break
+                        size += len(payload)
+                        if out and size > self._budget:
+                            n = len(out)  # the budget is spent: no more records this time
+                            break
                         hdr = self._hdr
-                        out.append((hdr[2], hdr[3] | (hdr[4] << 8) | (hdr[5] << 16) | (hdr[6] << 24),
-                                    self._mv[pos:pos + size]))
-                        off += OVERHEAD + size
-                        pos += size
+                        out.append((hdr[2], hdr[3] | (hdr[4] << 8) | (hdr[5] << 16) | (hdr[6] << 24), payload))
+                        off += OVERHEAD + len(payload)
                         self._pk_seg[len(out) - 1] = seg
                         self._pk_off[len(out) - 1] = off
             index, off = index + 1, 0
@@ -261,3 +222,9 @@ class Outbox:
         """Write the ack position now (before a planned reboot)."""
         if self._unsaved:
             self._save()
+
+
+def _open(box):
+    from agent import outbox_open
+
+    outbox_open.scan(box)

@@ -37,14 +37,20 @@ WIRE = {
 }
 
 
+def wire_value(name, value):
+    """A sensor quantity's value in wire units."""
+    scale, _, integer = WIRE.get(name, _PLAIN)
+    if scale != 1.0:  # each float an expression makes is a heap object: none that is not needed
+        value = value * scale
+    if integer:
+        return int(round(value))
+    # Two decimals are far below any of these sensors' accuracy and keep floats half-precision-friendly.
+    return round(value, 2)
+
+
 def to_wire(name, value):
     """(value in wire units, unit) of a sensor quantity."""
-    scale, unit, integer = WIRE.get(name, _PLAIN)
-    value = value * scale
-    if integer:
-        return int(round(value)), unit
-    # Two decimals are far below any of these sensors' accuracy and keep floats half-precision-friendly.
-    return round(value, 2), unit
+    return wire_value(name, value), WIRE.get(name, _PLAIN)[1]
 
 
 class Reporter:
@@ -56,12 +62,13 @@ class Reporter:
         self.sequence = sequence
         self.store = AlarmStore(alarm_path)
         self.min_gap_s = min_gap_s
-        self.pack = PackBuilder(16)
+        self.pack = PackBuilder(8)  # one reading per measurement and sample: a kind has at most 4
         self.channels = {}  # measurement -> (Deadband, RateLimit, Heartbeat), made when first seen
         self.alarms = {}
         self.measures = config.measures  # what goes on the wire; the rest is diagnostic
         self.send_ut = True  # SPEC: ut goes in the first pack after a (re)birth and whenever it changes
         self.last = {}  # wire name -> last wire value, for rebirth and health
+        self._wire = {}  # name -> this sample's value in wire units (one dict, reused)
         self.events = 0
         self.reload()
         self.store.restore(self.alarms)
@@ -87,12 +94,18 @@ class Reporter:
 
     def sample(self, values, now):
         """Feed one sample (sensor units) taken at epoch second `now`; return the number of alarm events."""
+        # Runs for every sample (ten a second on a manhole): keys are iterated, not items(), as
+        # MicroPython makes a tuple per item; each wire value is computed once.
         raised = 0
-        for alarm in self.alarms.values():
-            value = values.get(alarm.measure)
-            if value is None:
+        wire = self._wire
+        for name in values:
+            wire[name] = wire_value(name, values[name])
+        alarms = self.alarms
+        for name in alarms:
+            alarm = alarms[name]
+            if alarm.measure not in values:
                 continue
-            event = alarm.update(to_wire(alarm.measure, value)[0], now)
+            event = alarm.update(wire[alarm.measure], now)
             if event is None:
                 continue
             seq = self.sequence.next()
@@ -103,13 +116,13 @@ class Reporter:
         if raised:
             self.events += raised
             self.store.sync(self.alarms)  # after the events are in the outbox (agent/alarm.py)
-        for name, value in values.items():
+        for name in values:
             if name not in self.measures:
                 continue
-            wire, unit = to_wire(name, value)
-            if self._due(name, wire, now):
-                self.pack.add(name, wire, now, unit)
-                self.last[name] = wire
+            value = wire[name]
+            if self._due(name, value, now):
+                self.pack.add(name, value, now, WIRE.get(name, _PLAIN)[1])
+                self.last[name] = value
         self.flush()
         return raised
 

@@ -5,7 +5,8 @@ A kind sensor owns its drivers and turns chip readings into physical quantities:
     setup()            configure the chips; raises SensorFault (chip missing, wrong identity)
     sample(now_ms)     read the chips, update the filters; raises SensorFault. `now_ms` is
                        time.ticks_ms() (it wraps: differences go through ticks_diff)
-    values()           dict quantity name -> float, only the quantities known so far (a new dict)
+    values()           dict quantity name -> float, only the quantities known so far: the sensor's own
+                       dict, updated in place by sample() (read it, don't keep or change it)
     events()           list of momentary events (name, value) since the last call, e.g. ("lift", 2.1);
                        bounded: at most 8 are kept, the overflow is counted in events_dropped
     changing()         True while a value changes (kind-specific)
@@ -50,8 +51,8 @@ class Sensor:
         """Configure the chips."""
 
     def values(self):
-        """Quantity name -> float, for the quantities known so far."""
-        return dict(self._values)
+        """Quantity name -> float, for the quantities known so far (the sensor's own dict: read only)."""
+        return self._values
 
     def events(self):
         """Momentary events since the last call, oldest first."""
@@ -67,13 +68,19 @@ class Sensor:
 
     def set_thresholds(self, thresholds):
         """Alarm levels to watch (quantity name -> level); near() is True close to any of them."""
-        self._thresholds = dict(thresholds)
+        # name -> (lowest, highest) value that counts as near: computed once, as near() runs every sample
+        self._thresholds = {}
+        for name in thresholds:
+            level = thresholds[name]
+            band = 0.15 * abs(level)
+            self._thresholds[name] = (level - band, level + band)
 
     def near(self):
         """True when a value is within 15 % of a watched threshold."""
-        for name, level in self._thresholds.items():
+        limits = self._thresholds
+        for name in limits:
             value = self._values.get(name)
-            if value is not None and abs(value - level) <= 0.15 * abs(level):
+            if value is not None and limits[name][0] <= value <= limits[name][1]:
                 return True
         return False
 

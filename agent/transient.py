@@ -6,39 +6,55 @@ call (from sys.modules and its package), so the collector frees their code. Only
 reference to are dropped: a result must be plain data, not an instance of a class defined there, unless
 that class has no methods (a methodless class does not keep its module's functions alive). The names they
 interned (qstrs) stay: MicroPython never frees those, which is why they are counted once and small.
+
+The room. Loading a module needs blocks of a few hundred bytes, and a node that samples fast leaves its
+free heap in holes smaller than that. So `hold(n)` keeps n blocks of 1 KB, taken at start-up while the
+heap is contiguous; the outermost call gives them back (after a collection) for its loads and takes them
+again afterwards. Blocks of 1 KB rather than one large one: what a call keeps (its result, a record it
+wrote) may sit where the room was, and the room must still come back, or the samples' garbage spreads
+over it. A block that cannot be had is tried again after the next call.
 """
 
 import gc
 import sys
 
-_room: list = [None]  # a block held for the loads of a call: a busy heap fragments into holes too small for code
+try:
+    from micropython import const
+except ImportError:  # CPython (tests, tools): const() is the value itself
+    const = int  # type: ignore[assignment, no-redef]
+
+_BLOCK = const(1024)
+_room: list = [0] + [None] * 8  # [0]: blocks to hold; then the blocks (slots made once: no list growth)
+_depth = [0]  # calls under way: only the outermost gives the room back and takes it again
 
 
-def hold(size):
-    """Keep `size` bytes in one block, given back for the duration of each call (taken at start-up, while
-    the heap is contiguous). A node sampling fast leaves its free heap in small holes, and loading a module
-    needs blocks of a few hundred bytes."""
-    _room[0] = bytearray(size)
+def hold(blocks):
+    """Keep `blocks` (at most 8) blocks of 1 KB for the loads of each call, from now on."""
+    _room[0] = blocks
+    call(int)  # a call of nothing: its end takes the room
 
 
 def call(fn, *args):
     """fn(*args), then drop the modules it imported."""
-    room = _room[0]
-    size = 0 if room is None else len(room)
-    _room[0] = room = None
-    before = list(sys.modules)
-    if size:
+    outer = not _depth[0] and _room[0]
+    if outer:
+        for i in range(1, 9):
+            _room[i] = None
         gc.collect()
+    _depth[0] += 1
+    before = list(sys.modules)
     try:
         return fn(*args)
     finally:
+        _depth[0] -= 1
         drop(before)
-        if size:
+        if outer:
             gc.collect()
             try:
-                _room[0] = bytearray(size)
+                for i in range(1, _room[0] + 1):
+                    _room[i] = bytearray(_BLOCK)
             except MemoryError:
-                pass  # the next call goes without it
+                pass  # the rest after the next call
 
 
 def drop(before):

@@ -36,19 +36,17 @@ class Uplink:
         while True:
             client = self.link.client
             if not self.outbox.count or client is None:
+                # No timeout: every new record and every new session sets `wake` (the sampler sets it
+                # while records wait), and a wait_for would allocate about 1.3 KB each time it ran out.
                 self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), 1)
-                except asyncio.TimeoutError:
-                    pass
+                await self.wake.wait()
                 continue
             pids.clear()
             for kind, _, payload in self.outbox.peek(self.window):
-                # The view is valid only until the outbox's next peek or append, and the client keeps
-                # the payload for retransmission: it gets its own copy (a few dozen bytes).
+                # The client keeps the payload (bytes of its own) until the PUBACK, for retransmission.
                 topic = self.topics[kind] if kind < len(self.topics) else self.topics[0]
                 try:
-                    pids.append(await client.publish(topic, bytes(payload), 1))
+                    pids.append(await client.publish(topic, payload, 1))
                 except AgentError:
                     break  # the client's window is full or the session is going: wait for what went out
             acked = 0

@@ -24,6 +24,7 @@ from typing import Any
 
 from fleet.errors import FleetError
 
+BIG_HEAP = "120k"
 #: The provisioning baud rate: the emulated boards' REPL runs as fast as a real USB-serial bridge allows.
 BAUD = 921600
 
@@ -38,6 +39,7 @@ class Node:
     speed: float
     settings: tuple[str, ...]
     start: dict[str, str] = field(default_factory=dict)
+    heap: str | None = None  # the board's heap; None: the emulator's default (110 KB, an ESP32 without PSRAM)
 
 
 NODES = (
@@ -47,9 +49,11 @@ NODES = (
          {"level_cm": "0", "mount_height_cm": "300"}),
     # A typhoon at 10x. The storm alarm watches the wind itself: the gust is a 10-minute maximum
     # (WMO), which would keep the alarm up ten real minutes after a sped-up storm has passed.
-    Node("wind-load", "Ocean Ave 8, billboard", "typhoon", 10, ("alarm.storm.measure=wind",)),
+    # The wind-load and manhole-tilt agents run in 110 KB but a config change does not fit it reliably yet
+    # (issue 4): 120 KB for them.
+    Node("wind-load", "Ocean Ave 8, billboard", "typhoon", 10, ("alarm.storm.measure=wind",), heap=BIG_HEAP),
     # Someone lifts a manhole cover, sets it aside for two minutes and drops it back, in real time.
-    Node("manhole-tilt", "Market St / 3rd, cover 17", "manhole-lift", 1, ()),
+    Node("manhole-tilt", "Market St / 3rd, cover 17", "manhole-lift", 1, (), heap=BIG_HEAP),
 )
 
 
@@ -82,11 +86,11 @@ class DemoSite:
 
     # --- start -------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Broker, boards, provisioning, ingest, demo configs: the site ready for its storms."""
+        """Broker, ingest, boards, provisioning, demo configs: the site ready for its storms."""
         self.start_broker()
+        self.start_ingest()  # before any device: its session then holds every message from the first
         self.start_boards()
         self.provision_all()
-        self.start_ingest()
         self.configure()
 
     def start_broker(self) -> None:
@@ -101,7 +105,8 @@ class DemoSite:
         from tools.boardemu.api import EmulatedBoard
 
         for node in self.nodes:
-            board = EmulatedBoard.start(node.kind, self.home / "boards" / node.kind, baud=BAUD, heap=self.heap,
+            board = EmulatedBoard.start(node.kind, self.home / "boards" / node.kind, baud=BAUD,
+                                        heap=self.heap or node.heap,
                                         owner_pid=os.getpid())
             if node.start:
                 board.set(node.start)

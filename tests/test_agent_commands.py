@@ -1,10 +1,10 @@
-"""The node's command reader (agent/commands.py decode): header checks only, under CPython and the VM."""
+"""The node's command reader (agent/command_read.py decode): header checks only, under CPython and the VM."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.commands import decode
+from agent.command_read import decode
 from protocols import messages
 from protocols.cbor import dumps
 from protocols.commands import Ping, Reboot
@@ -36,7 +36,7 @@ def test_malformed_commands_are_dropped_without_an_ack(payload):
 def test_the_vm_reads_the_same():
     config = messages.encode(Config(7, 3, sample={"level": 2}))
     check_micropython(
-        "from agent.commands import decode\n"
+        "from agent.command_read import decode\n"
         "assert decode(b'cmd/c/d/config', %r) == ('config', 7, {0: 1, 1: 7, 2: 3, 4: {'level': 2}})\n"
         "assert decode(b'cmd/c/d/ping', %r) == ('ping', 8, 99)\n"
         "assert decode(b'cmd/c/d/ping', b'\\xff') == (None, None, None)\n"

@@ -3,7 +3,9 @@
 Usage: `python -m tools.heapreport [--kind water-level] [--json]`. Builds the emulator bundle, starts
 the VM with the emulator's machine and network already loaded (on a board they are firmware, not heap),
 then imports the agent's modules in the order the agent does and prints the heap each one keeps after a
-collection, the interned names (qstrs) they add, and the total. `make bench` reports the total.
+collection, the part of it that went to interned names (qstrs: their text, and the pools that index them,
+which MicroPython grows by doubling, so the module that crosses a pool's end pays for the next pool),
+and the total. What the agent loads per call (TRANSIENT) is left out: it is not resident.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ KIND_MODULES = {
 }
 FIRMWARE = ("_emulink", "_emubus", "machine", "network", "asyncio")
 #: Loaded only for a call through agent.transient (start-up, a command, a config) and dropped after it.
-TRANSIENT = ("agent.identity", "agent.config_apply", "agent.calibrate", "agent.health_report", "protocols.messages", "protocols.topic", "protocols.cbor_lite",
+TRANSIENT = ("agent.identity", "agent.startup", "agent.command_read", "agent.reconfig", "agent.outbox_open",
+             "agent.config_apply", "agent.config_check", "agent.defaults", "agent.calibrate",
+             "agent.health_report", "protocols.messages", "protocols.topic", "protocols.cbor_lite",
              "protocols.cbor_decode")
 
 _PROBE = """
@@ -40,10 +44,12 @@ for name in %r:
     __import__(name)
 base = used()
 print("base", base)
+micropython.qstr_info()
 for name in %r:
     before = used()
     __import__(name)
     print("mod", name, used() - before)
+    micropython.qstr_info()
 print("total", used() - base)
 micropython.qstr_info()
 """
@@ -92,14 +98,23 @@ def measure(kind: str, heap: str = "512k") -> dict:
     if run.returncode:
         raise RuntimeError("heap probe failed:\n" + run.stdout + run.stderr)
     report: dict = {"kind": kind, "modules": []}
+    qstr_bytes = None  # the qstrs' share of the heap (pools and text) after the last import
+    qstr_base = None
     for line in run.stdout.splitlines():
         words = line.split()
         if words[:1] == ["mod"]:
-            report["modules"].append((words[1], int(words[2])))
+            report["modules"].append([words[1], int(words[2]), 0])
         elif words[:1] == ["total"]:
             report["total"] = int(words[1])
         elif line.startswith("qstr pool"):
             report["qstr"] = line
+            now = int(line.rsplit("n_total_bytes=", 1)[1])
+            if report["modules"] and qstr_bytes is not None and "total" not in report:
+                report["modules"][-1][2] = now - qstr_bytes
+            qstr_bytes = now
+            qstr_base = now if qstr_base is None else qstr_base
+    report["qstr_bytes"] = (qstr_bytes or 0) - (qstr_base or 0)
+    report["modules"] = [tuple(module) for module in report["modules"]]
     return report
 
 
@@ -113,9 +128,11 @@ def main() -> None:
         json.dump(reports, sys.stdout, indent=1)
         return
     for report in reports:
-        print("%s: %.1f KB resident (%s)" % (report["kind"], report["total"] / 1024, report.get("qstr", "")))
-        for name, size in report["modules"]:
-            print("  %-24s %6d" % (name, size))
+        print("%s: %.1f KB resident, of which %.1f KB interned names (%s)" % (
+            report["kind"], report["total"] / 1024, report["qstr_bytes"] / 1024, report.get("qstr", "")))
+        print("  %-24s %6s %6s" % ("module", "bytes", "qstr"))
+        for name, size, qstr in report["modules"]:
+            print("  %-24s %6d %6d" % (name, size, qstr))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""Start-up of the agent: what runs once, before the tasks start (agent/app.py), loaded for the call.
+
+`identity()` reads /device.json, `build()` wires an Agent's parts (sequence, config, outbox, reporter,
+scheduler, commands, link, uplink) and `start()` sets the sensor up and starts the tasks. Each runs
+through agent.transient, so this code, like the identity reader's, is dropped once the node is running:
+on the heap it would only take room.
+"""
+
+import asyncio
+import os
+
+from agent import reconfig
+from agent.commands import Commands
+from agent.config import AgentConfig
+from agent.errors import SensorFault
+from agent.link import Link
+from agent.outbox import Outbox
+from agent.reporter import Reporter
+from agent.scheduler import Scheduler
+from agent.sequence import Sequence
+from agent.uplink import Uplink
+
+RESET_CODES = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
+
+
+def build(agent, data):
+    """The parts of `agent` (its board, id and sensor set), as Agent.__init__ lists them; state files
+    live under folder `data`."""
+    board = agent.board
+    ident = agent.id
+    sensor = agent.sensor
+    _mkdir(data)
+    sequence = Sequence(data + "/seq")
+    config = AgentConfig(ident.kind, data + "/config.json")
+    faults = config.load()
+    _mkdir(data + "/outbox")
+    outbox = Outbox(data + "/outbox")
+    reporter = Reporter(config, outbox, sequence, data + "/alarms")
+    scheduler = Scheduler(sensor.interval_ms(True), sensor.interval_ms(False))
+    reconfig.slow_period(config, reporter, sensor, scheduler)
+    commands = Commands(agent)
+    link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
+                password=ident.password, will=agent._will, on_connect=agent._on_connect,
+                on_message=commands.offer)
+    uplink = Uplink(link, outbox, ident.fleet, ident.device)
+    return (sequence, config, faults, outbox, reporter, scheduler, commands, link, uplink, ident.firmware,
+            RESET_CODES.get(board.reset_cause(), 0))
+
+
+def start(agent):
+    """Set the sensor up (a fault is counted, the sampler retries) and start the agent's tasks."""
+    sensor = agent.sensor
+    try:
+        sensor.setup()
+    except SensorFault as fault:
+        agent.fault = fault.code
+        agent._count(fault.code)
+    sensor.set_thresholds(agent.reporter.near_thresholds())
+    for task in (agent.sampler, agent.link.run, agent.uplink.run, agent.commands.run, agent.health):
+        asyncio.create_task(agent._guard(task))
+    flag = getattr(sensor, "flag", None)
+    if flag is not None:
+        asyncio.create_task(agent._waker(flag))
+    for task in agent.board.background():
+        asyncio.create_task(task)
+
+
+def identity():
+    """The node's identity (agent/identity.py); first interns the names of what later calls load."""
+    # Load once, while the heap is young, what commands and reports load later: the names they intern
+    # stay (MicroPython never frees qstrs), so a later load never needs a new qstr pool, a large block
+    # that a fragmented heap may no longer have.
+    from agent import command_read, config_apply, config_check, defaults, health_report, identity  # noqa: F401
+    from protocols import cbor_lite  # noqa: F401
+
+    return identity.load()
+
+
+def _mkdir(path):
+    try:
+        os.mkdir(path)
+    except OSError:
+        pass  # exists
