@@ -1,4 +1,5 @@
-"""Commands from the fleet (`cmd/<fleet>/<device>/<type>`): config, ping, reboot, rebirth.
+"""Commands from the fleet (`cmd/<fleet>/<device>/<type>`): config, ping, reboot, rebirth; OTA offers go to
+agent/ota.py (no ack: progress reports), chunks are for update mode only.
 
 The MQTT reader hands each message over synchronously with views into its receive buffer; `offer()`
 copies it into a small bounded queue (a burst beyond it is dropped and counted: the fleet resends
