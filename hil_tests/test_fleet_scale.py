@@ -234,7 +234,10 @@ def test_shared_subscription_workers_lose_nothing_when_one_is_killed(fleet_facto
     first, second = worker(0), worker(1)
     first.expect("subscribed to $share/hil/dt/city/+/+")
     second.expect("subscribed to $share/hil/dt/city/+/+")
-    second.expect("client id fleet-ingest-city-hil-1")  # its own session
+    deadline = time.monotonic() + 20  # its own session; logged just before or after the subscription
+    while not any("client id fleet-ingest-city-hil-1" in line for line in second.lines):
+        assert time.monotonic() < deadline, second.lines
+        time.sleep(0.05)
     path = fleet.home / "sent.json"
     sim = fleet_factory.sim(fleet, "--duration", "20", "--rate", "2", "--report", str(path), *SIM)
     wait_stored(fleet, 1500)
