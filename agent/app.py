@@ -77,17 +77,25 @@ class Agent:
         await client.wait_ack(pid)
         self.reporter.send_ut = True
 
-    async def publish_now(self, kind, payload):
-        """Publish a live message (ack, health) when a session is up; such messages are not stored."""
+    async def publish_now(self, kind, payload, seq=None):
+        """Publish at once when a session is up; True once the broker has it. A message given its `seq`
+        that the broker did not take goes to the outbox, to be resent like a reading (SPEC.md "Topics"):
+        its seq is used, and the fleet would report it missing."""
         client = self.link.client
-        if client is None:
-            return False
-        try:
-            pid = await client.publish(self._topic(kind), payload, 1)
-            return await client.wait_ack(pid)
-        except AgentError:
+        if client is not None:
+            try:
+                if await client.wait_ack(await client.publish(self._topic(kind), payload, 1)):
+                    return True
+            except AgentError:
+                pass
             self._count("publish")
-            return False
+        if seq is not None:
+            try:
+                self.outbox.append(reporter.KIND_TOPIC.index(kind), seq, payload)
+                self.uplink.wake.set()
+            except AgentError:
+                self._count("outbox")
+        return False
 
     async def rebirth(self):
         """Resend the birth, the current values and a health report."""
@@ -96,7 +104,7 @@ class Agent:
             await self.birth(client)
         self.reporter.force(epoch())
         self.uplink.wake.set()
-        await self.publish_now("health", self.health_message())
+        await self._health_now()
 
     async def reboot(self):
         """Reboot on the fleet's command, after the ack had time to leave."""
@@ -167,12 +175,12 @@ class Agent:
         await asyncio.sleep(10)
         while True:
             if self.link.client is not None:  # a report due offline is skipped: it would only use up a seq
-                await self.publish_now("health", self.health_message())
+                await self._health_now()
             await asyncio.sleep(HEALTH_S)
 
-    def health_message(self):
-        """The health report of this moment, encoded (agent/health_report.py, loaded for the call)."""
-        return transient.call(_health, self)
+    async def _health_now(self):
+        seq = self.sequence.next()
+        await self.publish_now("health", transient.call(_health, self, seq), seq)
 
     async def watchdog(self):
         """Feed the hardware watchdog only while the sampler makes progress."""
@@ -201,10 +209,10 @@ class Agent:
                 await asyncio.sleep(5)
 
 
-def _health(agent):
+def _health(agent, seq):
     from agent import health_report
 
-    return health_report.encode(agent)
+    return health_report.encode(agent, seq)
 
 
 def _startup(how, *args):

@@ -54,12 +54,12 @@ class Commands:
         """Apply one command and publish its ack."""
         if topic.endswith(b"/ota"):  # an OTA offer: no ack, progress reports (agent/ota.py)
             return await transient.call(ota, "offer", self.agent, payload)
-        kind, cid, arg = transient.call(_read, topic, payload)
         agent = self.agent
+        kind, cid, arg = transient.call(_read, agent, topic, payload)
         if kind is None:
             self.refused += 1  # malformed: nothing to ack without a cid
         elif kind == "config":
-            await self.ack(cid, transient.call(_configure, agent, arg))
+            await self.ack(cid, arg)  # the reasons for what was refused
         elif kind == "ping":
             await self.ack(cid, None, arg)
         elif kind == "rebirth":
@@ -74,23 +74,31 @@ class Commands:
     async def ack(self, cid, reasons, result=None):
         """Publish the ack of command `cid` (refused when there are reasons)."""
         agent = self.agent
-        payload = up.ack(agent.sequence.boot, agent.sequence.next(), cid, _REFUSED if reasons else _OK,
-                         reasons or None, agent.config.version, result)
-        await agent.publish_now("ack", payload)
+        seq = agent.sequence.next()
+        payload = up.ack(agent.sequence.boot, seq, cid, _REFUSED if reasons else _OK, reasons or None,
+                         agent.config.version, result)
+        await agent.publish_now("ack", payload, seq)
 
 
-def _read(topic, payload):
+def _read(agent, topic, payload):
+    # (kind, cid, argument); a config is applied here and its argument is the reasons for what was
+    # refused. One call for both: the document read is garbage by its end, and the room comes back
+    # whole (agent/transient.py). Each step loads and drops its own code, so no two are in the heap
+    # together: the reader, then the checks, the defaults and the merge (agent/config.py), then what
+    # follows from the new config (agent/reconfig.py).
+    kind, cid, arg = transient.call(_decode, topic, payload)
+    if kind == "config":
+        arg = agent.config.apply(arg)
+        from agent import reconfig
+
+        reconfig.follow(agent)
+    return kind, cid, arg
+
+
+def _decode(topic, payload):
     from agent import command_read
 
     return command_read.decode(topic, payload)
-
-
-def _configure(agent, doc):
-    reasons = agent.config.apply(doc)  # loads and drops the checks, the defaults and the merge itself
-    from agent import reconfig  # only now: never in the heap together with those
-
-    reconfig.follow(agent)
-    return reasons
 
 
 def ota(how, *args):

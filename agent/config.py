@@ -52,13 +52,25 @@ def validate(doc, kind):
 
 
 class AgentConfig:
-    """The config of a `kind` node, stored at `path`; `doc` is the effective document (defaults + applied)."""
+    """The config of a `kind` node, stored at `path`; `doc` is the effective document (defaults + applied).
+
+    The agent reads the effective document only while it builds its alarms, filters and schedule (at
+    start-up and after a config change), so it lets it go then (`_doc = None`: agent/startup.py,
+    agent/reconfig.py) rather than keep a kilobyte of dicts; `doc` merges it again when asked.
+    """
 
     def __init__(self, kind, path):
         self.kind = kind
         self.path = path
         self.applied = {2: 0}  # the last accepted document (its valid part): version 0 = defaults only
-        self.doc, self.measures = transient.call(_defaults, kind)
+        self._doc, self.measures = transient.call(_defaults, kind)
+
+    @property
+    def doc(self):
+        """The effective document: the kind's defaults overlaid by the applied document."""
+        if self._doc is None:
+            self._doc = transient.call(_run, "merge", transient.call(_defaults, self.kind)[0], self.applied)
+        return self._doc
 
     @property
     def version(self):

@@ -52,7 +52,7 @@ def _to_json(doc):
 def take(config, clean, base):
     """Make `clean` (a checked document) the one in force: merged over `base`, the kind's defaults."""
     config.applied = clean
-    config.doc = merge(base, clean)
+    config._doc = merge(base, clean)
 
 
 def commit(config, clean, refused, base):

@@ -10,14 +10,14 @@ import time
 from protocols import up
 
 
-def encode(agent):
-    """The health report of `agent` at this moment, encoded; free heap is measured after a collection."""
+def encode(agent, seq):
+    """The health report of `agent` at this moment, as message `seq`, encoded; free heap is measured after a collection."""
     gc.collect()
     board = agent.board
     uptime = time.ticks_diff(time.ticks_ms(), agent.started) // 1000
     battery = board.battery_v()
     rssi = board.link_quality()
-    return up.health(agent.sequence.boot, agent.sequence.next(), uptime, heap_free=gc.mem_free(),
+    return up.health(agent.sequence.boot, seq, uptime, heap_free=gc.mem_free(),
                      heap_min=agent.heap_min, flash_free=min(board.flash_free(), 0xFFFFFFFF),
                      battery=None if battery is None else int(battery * 1000),
                      rssi=None if rssi is None else max(-127, min(0, rssi)),

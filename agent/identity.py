@@ -16,11 +16,14 @@ KINDS = ("manhole-tilt", "water-level", "wind-load")
 
 class Identity:
     """The parsed identity file: fleet, device, kind, host, port, tls, user, password, calibration,
-    client_id, firmware. Plain attributes only, so it keeps nothing of this module alive."""
+    client_id, firmware, and the link's reconnect policy (backoff, stable_s: agent/link.py). Plain
+    attributes only, so it keeps nothing of this module alive."""
 
     fleet = device = kind = host = client_id = firmware = ""
     port = 1883
     tls = False
+    backoff = (1, 60)  # s: the first pause's ceiling and the cap (issue 4: a minute)
+    stable_s = 30  # s: a session that lived this long starts the backoff over
     user = password = calibration = None
 
 
@@ -42,6 +45,15 @@ def parse(doc):
     if not isinstance(ident.port, int) or not 0 < ident.port < 65536:
         raise AgentError("identity: bad broker port")
     ident.tls = bool(broker.get("tls", False))
+    # The reconnect policy, for a site that wants it different (the defaults suit a city's fleet).
+    backoff = broker.get("backoff_s", ident.backoff)
+    if not (isinstance(backoff, (list, tuple)) and len(backoff) == 2 and _seconds(backoff[0]) > 0
+            and _seconds(backoff[1]) >= backoff[0]):
+        raise AgentError("identity: broker backoff_s must be [first, cap] seconds, 0 < first <= cap")
+    ident.backoff = (backoff[0], backoff[1])
+    ident.stable_s = _seconds(broker.get("stable_s", ident.stable_s))
+    if ident.stable_s < 0:
+        raise AgentError("identity: broker stable_s must be >= 0")
     ident.user = doc.get("user")
     ident.password = doc.get("password")
     calibration = doc.get("calibration", {})
@@ -56,6 +68,12 @@ def _text(doc, key):
     value = doc.get(key)
     if not isinstance(value, str) or not value:
         raise AgentError("identity: %r missing or not text" % key)
+    return value
+
+
+def _seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise AgentError("identity: broker backoff_s and stable_s are numbers of seconds")
     return value
 
 

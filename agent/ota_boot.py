@@ -36,9 +36,14 @@ async def connected(agent):
 async def _connected(agent, app):
     back = _words(app + "/rollback")
     if back is not None:
+        # The outcome is written before the file goes: a power cut between the two reports it twice
+        # (the fleet drops the second), never as an update that did not finish.
+        rolled = len(back) > 2 and back[1].isdigit()  # "reason cid version" (firmware/boot.py)
+        if rolled:
+            _record(app, int(back[1]), 6, back[0], " ".join(back[2:]))  # rolled back
         os.remove(app + "/rollback")
-        if len(back) > 2 and back[1].isdigit():  # "reason cid version" (firmware/boot.py)
-            await _close(agent, app, int(back[1]), 6, back[0], " ".join(back[2:]))  # rolled back
+        if rolled:
+            await _report(agent, int(back[1]), 6, back[0], " ".join(back[2:]))
     trial = _words(app + "/trial")
     active = _words(app + "/active")
     if trial is not None and len(trial) > 3 and active and trial[0] == active[0] and trial[3].isdigit() \
@@ -53,17 +58,24 @@ async def _connected(agent, app):
 async def _confirm(agent, app, trial):
     while not agent.sensor.values():
         await asyncio.sleep(1)
+    cid, target = int(trial[3]), " ".join(trial[4:])
+    _record(app, cid, 4, None, target)  # done, first: see _connected
     os.remove(app + "/trial")  # confirmed: firmware/boot.py no longer counts its boots
     agent.commands.ota = None
-    # a report lost here is sent again when the offer comes back (agent/ota_offer.py)
-    await _close(agent, app, int(trial[3]), 4, None, " ".join(trial[4:]))  # done
+    # a report the broker does not take is kept in the outbox (agent/app.py publish_now), and the
+    # outcome is sent again when the offer comes back (agent/ota_offer.py)
+    await _report(agent, cid, 4, None, target)
 
 
-async def _close(agent, app, cid, final, reason, target):
-    # the update's outcome into /app/ota (agent/ota_state.py close), then reported
+def _record(app, cid, final, reason, target):
+    # the update's outcome into /app/ota (agent/ota_state.py close)
     flashio.write(app + "/ota", json.dumps({"closed": cid, "end": [final, reason, target]}).encode())
+
+
+async def _report(agent, cid, final, reason, target):
     seq = agent.sequence
-    await agent.publish_now("ota", up.ota_progress(seq.boot, seq.next(), cid, final, None, reason, target))
+    n = seq.next()
+    await agent.publish_now("ota", up.ota_progress(seq.boot, n, cid, final, None, reason, target), n)
 
 
 def _words(path):

@@ -151,4 +151,5 @@ async def _end(agent, app, new, cid, reason, target):
 
 async def _report(agent, cid, state, reason, target, percent=None):
     seq = agent.sequence
-    await agent.publish_now("ota", up.ota_progress(seq.boot, seq.next(), cid, state, percent, reason, target))
+    n = seq.next()
+    await agent.publish_now("ota", up.ota_progress(seq.boot, n, cid, state, percent, reason, target), n)

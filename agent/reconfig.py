@@ -11,6 +11,7 @@ def follow(agent):
     slow_period(agent.config, agent.reporter, agent.sensor, agent.scheduler)
     agent.reporter.reload()
     agent.sensor.set_thresholds(agent.reporter.near_thresholds())
+    agent.config._doc = None  # read: the effective document is rebuilt only when asked for again
     task = agent._sleeper  # a new period counts from now, not after the quiet-day sleep under way
     if task is not None:
         agent._sleeper = None

@@ -19,7 +19,7 @@ from protocols.senml_pack import PackBuilder
 # Outbox record kinds (one byte in each record): the up topic each record is published on.
 TELEMETRY = 0
 EVENT = 1
-KIND_TOPIC = ("telemetry", "event")
+KIND_TOPIC = ("telemetry", "event", "health", "ack", "ota")  # outbox record kind -> up type
 
 _PLAIN = (1.0, None, False)  # the entries that are alike share one tuple: each costs heap
 _MS = (1.0, "m/s", False)
@@ -63,7 +63,6 @@ class Reporter:
         self.store = AlarmStore(alarm_path)
         self.min_gap_s = min_gap_s
         self.pack = PackBuilder(8)  # one reading per measurement and sample: a kind has at most 4
-        self.channels = {}  # measurement -> (Deadband, RateLimit, Heartbeat), made when first seen
         self.alarms = {}
         self.measures = config.measures  # what goes on the wire; the rest is diagnostic
         self.send_ut = True  # SPEC: ut goes in the first pack after a (re)birth and whenever it changes
@@ -80,8 +79,11 @@ class Reporter:
         for name, alarm in self.alarms.items():
             if name in old and old[name].active:
                 alarm.restore(True)
-        self.channels = {}
         self._ut = self.config.heartbeat()
+        self.channels = {}  # measurement -> (Deadband, RateLimit, Heartbeat)
+        for name in self.measures:  # all now, while the config's document is at hand
+            self.channels[name] = (Deadband(absolute=self.config.deadband(name)), RateLimit(self.min_gap_s),
+                                   Heartbeat(self._ut))
         self.send_ut = True
 
     def near_thresholds(self):
@@ -127,12 +129,7 @@ class Reporter:
         return raised
 
     def _due(self, name, wire, now):
-        chan = self.channels.get(name)
-        if chan is None:
-            chan = (Deadband(absolute=self.config.deadband(name)), RateLimit(self.min_gap_s),
-                    Heartbeat(self._ut))
-            self.channels[name] = chan
-        deadband, limit, heartbeat = chan
+        deadband, limit, heartbeat = self.channels[name]
         moved = deadband.update(wire) is not None
         if limit.poll(now) is not None:  # the newest value held back by the rate limit is due
             return True

@@ -8,6 +8,7 @@ on the heap it would only take room.
 
 import asyncio
 import os
+import time
 
 from agent import reconfig
 from agent.commands import Commands
@@ -38,10 +39,11 @@ def build(agent, data):
     reporter = Reporter(config, outbox, sequence, data + "/alarms")
     scheduler = Scheduler(sensor.interval_ms(True), sensor.interval_ms(False))
     reconfig.slow_period(config, reporter, sensor, scheduler)
+    config._doc = None  # read: the alarms, filters and schedule are built (agent/config.py)
     commands = Commands(agent)
     link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
                 password=ident.password, will=agent._will, on_connect=agent._on_connect,
-                on_message=commands.offer)
+                on_message=commands.offer, backoff=ident.backoff, stable_s=ident.stable_s)
     uplink = Uplink(link, outbox, ident.fleet, ident.device)
     return (sequence, config, faults, outbox, reporter, scheduler, commands, link, uplink, ident.firmware,
             RESET_CODES.get(board.reset_cause(), 0))
@@ -56,6 +58,9 @@ def start(agent):
         agent.fault = fault.code
         agent._count(fault.code)
     sensor.set_thresholds(agent.reporter.near_thresholds())
+    # A node that just started samples fast for the scheduler's hold (a minute), as after a change: its
+    # first readings, and what the fleet or a technician does right after the boot, are seen at once.
+    agent.scheduler.done(time.ticks_ms(), True)
     for task in (agent.sampler, agent.link.run, agent.uplink.run, agent.commands.run, agent.health):
         asyncio.create_task(agent._guard(task))
     flag = getattr(sensor, "flag", None)

@@ -47,9 +47,11 @@ def call(fn, *args):
         return fn(*args)
     finally:
         _depth[0] -= 1
-        drop(before)
-        if outer:
+        if drop(before) or outer:
+            # Collected here, above fn's frames: the C stack they leave behind is no longer scanned, so
+            # a stale pointer in it cannot keep the dropped code alive (the collector is conservative).
             gc.collect()
+        if outer:
             try:
                 for i in range(1, _room[0] + 1):
                     _room[i] = bytearray(_BLOCK)
@@ -58,10 +60,12 @@ def call(fn, *args):
 
 
 def drop(before):
-    """Forget every module imported since `before` (a list of sys.modules keys)."""
-    for name in [name for name in sys.modules if name not in before]:
+    """Forget every module imported since `before` (a list of sys.modules keys); True when there were."""
+    names = [name for name in sys.modules if name not in before]
+    for name in names:
         module = sys.modules.pop(name)
         package, _, leaf = name.rpartition(".")
         parent = sys.modules.get(package)
         if parent is not None and getattr(parent, leaf, None) is module:
             delattr(parent, leaf)
+    return bool(names)

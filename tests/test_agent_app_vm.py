@@ -77,9 +77,10 @@ def test_birth_telemetry_config_alarms_and_ping(node):
     first = observer.wait_for("telemetry", lambda m: any(r.name == "level" for r in m.records(time.time())))
     assert [r.value for r in first.records(time.time()) if r.name == "level"][0] == pytest.approx(50, abs=10)  # mm
 
-    # A faster confirm through the fleet's config command, acked with the version in force.
+    # A faster confirm and a 5 s quiet-day period (instead of a minute) through the fleet's config
+    # command, acked with the version in force.
     alarms = {"flood": Alarm("level", 270, 240, 2, 2), "flood_warn": Alarm("level", 150, 120, 2, 1)}
-    observer.command("city", "wl-1", Config(41, 7, alarms=alarms))
+    observer.command("city", "wl-1", Config(41, 7, alarms=alarms, sample={"level": 5}))
     ack = observer.wait_for("ack", lambda m: m.cid == 41)
     assert ack.status == 0 and ack.config == 7
 

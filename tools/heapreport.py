@@ -34,6 +34,8 @@ TRANSIENT = ("agent.identity", "agent.startup", "agent.command_read", "agent.rec
              "agent.config_apply", "agent.config_check", "agent.defaults", "agent.calibrate",
              "agent.health_report", "protocols.messages", "protocols.topic", "protocols.cbor_lite",
              "protocols.cbor_decode")
+#: Module name prefixes loaded per call too: over-the-air updates (agent/ota.py, each step per call).
+TRANSIENT_PREFIXES = ("agent.ota",)
 
 _PROBE = """
 import gc, micropython, sys
@@ -65,7 +67,8 @@ def import_order(entries: list[str], skip: tuple[str, ...] = ()) -> list[str]:
 
     def visit(name: str) -> None:
         path = REPO / (name.replace(".", "/") + ".py")
-        if name in order or name in skip or name in TRANSIENT or not path.exists():
+        if name in order or name in skip or name in TRANSIENT or name.startswith(TRANSIENT_PREFIXES) \
+                or not path.exists():
             return
         order.append(name)  # placeholder against cycles; moved to its post-order place below
         for node in ast.walk(ast.parse(path.read_text())):
