@@ -6,8 +6,15 @@ TinyRegistry keeps one JSON file (FLEET_HOME/registry.json, mode 0600: it holds 
 - Atomic: the file is only ever replaced by a rename (`fleet.home.write_atomic`), so a crash leaves the
   old registry or the new one, never an unreadable mix.
 - Concurrent `fleet` processes: every read-modify-write holds an exclusive flock on `registry.json.lock`
-  and reads the file afresh inside it (a TinyDB is opened per transaction, so no cache outlives the lock).
+  and reads the file afresh inside it (a TinyDB is opened per transaction; writes never use the cache
+  of reads below).
   Plain reads take no lock: a rename is atomic, so they see one whole version.
+- Every write rewrites the whole file, so one `add` costs O(registry): about 0.1 s at 10,000 devices
+  (tools/bench_registry.py). `add_many` registers a batch in one transaction.
+- Reads keep the last version they parsed and reuse it while the file's bytes are the same: comparing
+  5.3 MB (10,000 devices) takes 0.4 ms where parsing takes 45 ms. Bytes, not (mtime, size, inode):
+  inode numbers are reused after a rename and a same-size rewrite within one timestamp tick would go
+  unseen; the bytes cannot be equal for two different versions.
 
 Records leaving the registry never carry the credential hash (`credential` is just {"username"}); only
 `password_entries()` hands hashes out, to write the broker's password file.
@@ -19,14 +26,15 @@ import abc
 import copy
 import fcntl
 import json
+import marshal
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tinydb import Query, TinyDB
+from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Table
 
@@ -59,6 +67,13 @@ class Registry(abc.ABC):
         """Register a new device and return it (defaults filled, a "registered" history entry).
 
         FleetError for a duplicate id, or a board uid / MQTT username held by another non-retired device."""
+
+    @abc.abstractmethod
+    def add_many(self, records: Iterable[Record]) -> list[Record]:
+        """Register a batch of new devices in one transaction, all or none, and return them.
+
+        The rules of `add` hold against the stored devices and within the batch; FleetError names the
+        first record that breaks one, and then nothing is added."""
 
     @abc.abstractmethod
     def get(self, device_id: str) -> Record:
@@ -109,7 +124,7 @@ class _AtomicJSONStorage(Storage):
 
     def read(self) -> dict[str, dict[str, Any]] | None:
         if self._data is None:
-            self._data = _load(self.path)
+            self._data = _parse(self.path, _read_raw(self.path))
         return self._data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
@@ -118,13 +133,16 @@ class _AtomicJSONStorage(Storage):
         self._data = data
 
 
-def _load(path: Path) -> dict[str, dict[str, Any]] | None:
+def _read_raw(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        return None
+        return b""
     except OSError as error:
         raise FleetError("cannot read the registry %s (%s)" % (path, error.strerror)) from None
+
+
+def _parse(path: Path, raw: bytes) -> dict[str, dict[str, Any]] | None:
     if not raw:
         return None
     try:
@@ -138,6 +156,118 @@ def _load(path: Path) -> dict[str, dict[str, Any]] | None:
     return data
 
 
+def _stored(table: Table) -> dict[str, Record]:
+    """The table's documents as stored, by TinyDB doc id: read them, never change them."""
+    return (table.storage.read() or {}).get(TABLE, {})
+
+
+class _Snapshot:
+    """One version of the registry file, parsed, with its records by id.
+
+    Shared by the reads of one TinyRegistry and never handed out: every read returns copies."""
+
+    def __init__(self, raw: bytes, data: dict[str, dict[str, Any]] | None) -> None:
+        self.raw = raw
+        self.docs: list[Record] = list((data or {}).get(TABLE, {}).values())
+        self.by_id: dict[Any, Record] = {}
+        for doc in self.docs:
+            self.by_id.setdefault(doc.get("id"), doc)  # the first, as a TinyDB query would find
+        self._public: bytes | None = None
+
+    def public_copies(self) -> list[Record]:
+        """Fresh copies of every record as `public` shows it, sorted by id."""
+        if self._public is None:  # marshalled once per version: a copy is then one marshal.loads
+            self._public = marshal.dumps(sorted((_hashless(doc) for doc in self.docs), key=_by_id))
+        return marshal.loads(self._public)
+
+
+def _hashless(doc: Record) -> Record:
+    """`doc` without its credential hash, keys sorted; a shallow copy: values are still shared."""
+    cred = doc.get("credential")
+    out = {**doc, "credential": {"username": cred.get("username")}} if isinstance(cred, dict) else doc
+    return dict(sorted(out.items()))
+
+
+def _by_id(record: Record) -> str:
+    return str(record.get("id"))
+
+
+def _copies(records: list[Record]) -> list[Record]:
+    """Deep copies of JSON-shaped records. marshal round-trips plain dicts, lists, str and numbers in C:
+    measured 28 ms for 10,000 records, copy.deepcopy 123 ms."""
+    return marshal.loads(marshal.dumps(records))
+
+
+class _Holders:
+    """Who holds each device id, and each board uid and MQTT username among devices not retired: the
+    uniqueness rules of `add` and `update`, checked against an index built in one pass."""
+
+    def __init__(self, stored: dict[str, Record], skip: str | None = None) -> None:
+        self.records: dict[Any, Record] = {}
+        self.boards: dict[str, Record] = {}
+        self.users: dict[str, Record] = {}
+        self.batch: set[str] = set()  # ids added in this transaction
+        for doc in stored.values():
+            self.records.setdefault(doc.get("id"), doc)
+            if doc.get("id") != skip:
+                self._hold(doc)
+
+    def _hold(self, record: Record) -> None:
+        if record.get("state") == "retired":
+            return
+        if record.get("uid"):
+            self.boards.setdefault(_key(record["uid"]), record)
+        username = (record.get("credential") or {}).get("username")
+        if username:
+            self.users.setdefault(username, record)
+
+    def claim(self, record: Record) -> None:
+        """Check the new `record` against the stored ones and those claimed before it, then hold it."""
+        held = self.records.get(record["id"])
+        if held is not None:
+            if record["id"] in self.batch:
+                raise FleetError("device id %r appears twice in the batch" % (record["id"],))
+            raise FleetError("device id %r is already in the registry (state %s); choose another id"
+                             % (record["id"], _field(held, "state")))
+        self.check(record)
+        self.records[record["id"]] = record
+        self.batch.add(record["id"])
+        self._hold(record)
+
+    def check(self, record: Record) -> None:
+        """A board (uid) and an MQTT username belong to at most one device that is not retired."""
+        if record["state"] == "retired":
+            return
+        other = self.boards.get(_key(record["uid"])) if record.get("uid") else None
+        if other is not None:
+            if other.get("id") in self.batch:
+                raise FleetError("board %s is given to both %r and %r in the batch"
+                                 % (record["uid"], other["id"], record["id"]))
+            raise FleetError("board %s is already registered as device %r (state %s); retire that device "
+                             "first" % (record["uid"], other.get("id"), other.get("state")))
+        username = (record.get("credential") or {}).get("username")
+        other = self.users.get(username) if username else None
+        if other is not None:
+            if other.get("id") in self.batch:
+                raise FleetError("MQTT username %r is given to both %r and %r in the batch"
+                                 % (username, other["id"], record["id"]))
+            raise FleetError("MQTT username %r already belongs to device %r; use another" % (username,
+                                                                                            other.get("id")))
+
+
+def _doc_id(stored: dict[str, Record], device_id: str) -> str:
+    """The TinyDB doc id of `device_id`; FleetError when the id is unknown."""
+    for doc_id, doc in stored.items():
+        if doc.get("id") == device_id:
+            return doc_id
+    raise FleetError("no device %r in the registry; `fleet devices` lists them" % (device_id,))
+
+
+def _key(uid: Any) -> str:
+    # uids are strings from the board; anything else compares by its JSON text (unhashable lists too)
+    return uid if isinstance(uid, str) else json.dumps(uid, sort_keys=True)
+
+
 class TinyRegistry(Registry):
     """`Registry` on a TinyDB JSON file at `path`, safe against crashes and concurrent processes."""
 
@@ -145,16 +275,17 @@ class TinyRegistry(Registry):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._swept = False
+        self._last: _Snapshot | None = None
 
     # -- transactions --------------------------------------------------------------------------------
 
-    @contextmanager
-    def _read(self) -> Iterator[Table]:
-        db = TinyDB(str(self.path), storage=_AtomicJSONStorage)
-        try:
-            yield db.table(TABLE, cache_size=0)
-        finally:
-            db.close()
+    def _snapshot(self) -> _Snapshot:
+        """The file as it is now, parsed only when its bytes differ from the last version read."""
+        raw = _read_raw(self.path)
+        last = self._last
+        if last is None or last.raw != raw:
+            last = self._last = _Snapshot(raw, _parse(self.path, raw))
+        return last
 
     @contextmanager
     def _write(self) -> Iterator[Table]:
@@ -162,8 +293,12 @@ class TinyRegistry(Registry):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
             self._sweep()
-            with self._read() as table:
-                yield table
+            # A TinyDB per transaction: its storage reads the file afresh inside the lock.
+            db = TinyDB(str(self.path), storage=_AtomicJSONStorage)
+            try:
+                yield db.table(TABLE, cache_size=0)
+            finally:
+                db.close()
         finally:
             os.close(fd)
 
@@ -174,61 +309,84 @@ class TinyRegistry(Registry):
                 stale.unlink(missing_ok=True)
             self._swept = True
 
+    def _insert(self, records: list[Record], batch: bool) -> list[Record]:
+        with self._write() as table:
+            holders = _Holders(_stored(table))
+            for index, record in enumerate(records):
+                try:
+                    holders.claim(record)
+                except FleetError as error:
+                    if not batch:
+                        raise
+                    raise FleetError("%s (record %d of %d); nothing was added"
+                                     % (error, index + 1, len(records))) from None
+            table.insert_multiple(records)
+        return _copies([_hashless(r) for r in records])
+
     # -- the interface ------------------------------------------------------------------------------
 
     def add(self, record: Record) -> Record:
-        new = new_record(record)
-        with self._write() as table:
-            old = table.get(Query().id == new["id"])
-            if old is not None:
-                raise FleetError("device id %r is already in the registry (state %s); choose another id"
-                                 % (new["id"], _field(old, "state")))
-            _check_unique(table, new)
-            table.insert(new)
-        return public(new)
+        return self._insert([new_record(record)], batch=False)[0]
+
+    def add_many(self, records: Iterable[Record]) -> list[Record]:
+        given = list(records)
+        made = []
+        for index, record in enumerate(given):
+            try:
+                made.append(new_record(record))
+            except FleetError as error:
+                raise FleetError("%s (record %d of %d); nothing was added"
+                                 % (error, index + 1, len(given))) from None
+        return self._insert(made, batch=True) if made else []
 
     def get(self, device_id: str) -> Record:
-        with self._read() as table:
-            return public(_one(table, device_id))
+        doc = self._snapshot().by_id.get(device_id)
+        if doc is None:
+            raise FleetError("no device %r in the registry; `fleet devices` lists them" % (device_id,))
+        return public(doc)
 
     def update(self, device_id: str, **fields: Any) -> Record:
         for name in ("id", "created", "history"):
             if name in fields:
                 raise FleetError("a device's %s cannot be changed with update()" % name)
         with self._write() as table:
-            record = copy.deepcopy(_one(table, device_id))
+            stored = _stored(table)
+            doc_id = _doc_id(stored, device_id)
+            holders = _Holders(stored, skip=device_id)
+            record = copy.deepcopy(stored[doc_id])
             record.update(fields)
             record["updated"] = now_utc()
             validate(record)
-            _check_unique(table, record)
-            table.update(record, Query().id == device_id)
+            holders.check(record)
+            table.update(record, doc_ids=[int(doc_id)])
         return public(record)
 
     def append_history(self, device_id: str, action: str, detail: Any = "") -> Record:
         if not isinstance(action, str) or not action:
             raise FleetError("a history entry needs an action, e.g. 'flashed'")
         with self._write() as table:
-            record = copy.deepcopy(_one(table, device_id))
+            stored = _stored(table)
+            doc_id = _doc_id(stored, device_id)
+            record = copy.deepcopy(stored[doc_id])
             record["updated"] = now_utc()
             record["history"].append({"at": record["updated"], "action": action, "detail": detail})
             validate(record)
-            table.update({"history": record["history"], "updated": record["updated"]},
-                         Query().id == device_id)
+            table.update({"history": record["history"], "updated": record["updated"]}, doc_ids=[int(doc_id)])
         return public(record)
 
     def find(self, kind: str | None = None, site: str | None = None, state: str | None = None) -> list[Record]:
         wanted = {k: v for k, v in (("kind", kind), ("site", site), ("state", state)) if v is not None}
-        return [r for r in self.all() if all(r.get(k) == v for k, v in wanted.items())]
+        found = self._snapshot().docs
+        for name, value in wanted.items():
+            found = [d for d in found if d.get(name) == value]
+        return _copies(sorted((_hashless(d) for d in found), key=_by_id))
 
     def all(self) -> list[Record]:
-        with self._read() as table:
-            return sorted((public(dict(doc)) for doc in table.all()), key=lambda r: str(r.get("id")))
+        return self._snapshot().public_copies()
 
     def password_entries(self) -> list[tuple[str, str, str]]:
-        with self._read() as table:
-            docs = [dict(doc) for doc in table.all()]
         entries = []
-        for doc in docs:
+        for doc in self._snapshot().docs:
             cred = doc.get("credential") or {}
             if doc.get("state") != "retired" and cred.get("username") and cred.get("hash"):
                 entries.append((doc["id"], cred["username"], cred["hash"]))
@@ -297,29 +455,6 @@ def _validate_credential(cred: Any) -> None:
 
 def _field(doc: Any, name: str) -> Any:
     return doc.get(name) if isinstance(doc, dict) else None
-
-
-def _one(table: Table, device_id: str) -> Record:
-    doc = table.get(Query().id == device_id)
-    if doc is None:
-        raise FleetError("no device %r in the registry; `fleet devices` lists them" % (device_id,))
-    return dict(doc)
-
-
-def _check_unique(table: Table, record: Record) -> None:
-    """A board (uid) and an MQTT username belong to at most one device that is not retired."""
-    if record["state"] == "retired":
-        return
-    username = (record.get("credential") or {}).get("username")
-    for other in table.all():
-        if other.get("id") == record["id"] or other.get("state") == "retired":
-            continue
-        if record.get("uid") and other.get("uid") == record["uid"]:
-            raise FleetError("board %s is already registered as device %r (state %s); retire that device "
-                             "first" % (record["uid"], other.get("id"), other.get("state")))
-        if username and (other.get("credential") or {}).get("username") == username:
-            raise FleetError("MQTT username %r already belongs to device %r; use another" % (username,
-                                                                                            other.get("id")))
 
 
 def open_registry(home: Path | None = None) -> Registry:

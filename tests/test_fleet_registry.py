@@ -107,6 +107,83 @@ def test_duplicate_id_and_a_board_or_username_in_use_are_refused(tmp_path):
         reg.update("mh-2", id="mh-9")
 
 
+def test_add_many_registers_a_batch_like_add_does(tmp_path):
+    reg = TinyRegistry(tmp_path / "registry.json")
+    secret, cred = device_credential("wl-1")
+    added = reg.add_many([device("wl-1", "water-level", credential=cred), device("mh-1", uid="board-a")])
+    assert [r["id"] for r in added] == ["wl-1", "mh-1"]
+    assert added[0]["credential"] == {"username": "wl-1"} and cred["hash"] not in json.dumps(added)
+    assert [r["id"] for r in reg.all()] == ["mh-1", "wl-1"]
+    assert all(r["state"] == "provisioning" and [h["action"] for h in r["history"]] == ["registered"]
+               for r in reg.all())
+    assert reg.password_entries() == [("wl-1", "wl-1", cred["hash"])]
+    assert reg.add_many([]) == [] and len(reg.all()) == 2
+
+
+@pytest.mark.parametrize("batch, message", [
+    ([device("mh-2"), device("mh-3"), device("mh-2", "wind-load")],
+     "device id 'mh-2' appears twice in the batch (record 3 of 3); nothing was added"),
+    ([device("mh-2", uid="board-b"), device("mh-3", uid="board-b")],
+     "board board-b is given to both 'mh-2' and 'mh-3' in the batch (record 2 of 2)"),
+    ([device("mh-2", credential=device_credential("x-1")[1]), device("mh-3", credential=device_credential("x-1")[1])],
+     "MQTT username 'x-1' is given to both 'mh-2' and 'mh-3' in the batch (record 2 of 2)"),
+    ([device("mh-2"), device("mh-1")], "device id 'mh-1' is already in the registry (state provisioning); "
+                                       "choose another id (record 2 of 2); nothing was added"),
+    ([device("mh-2", uid="board-a")], "board board-a is already registered as device 'mh-1'"),
+    ([device("mh-2"), device("mh-3", credential=device_credential("mh-1")[1])],
+     "MQTT username 'mh-1' already belongs to device 'mh-1'; use another (record 2 of 2)"),
+    ([device("mh-2"), device("mh-3", kind="lamp")], "unknown kind 'lamp'; use one of"),
+])
+def test_add_many_refuses_the_whole_batch_at_its_first_clash(tmp_path, batch, message):
+    path = tmp_path / "registry.json"
+    reg = TinyRegistry(path)
+    reg.add(device("mh-1", uid="board-a", credential=device_credential("mh-1")[1]))
+    before = path.read_bytes()
+    with pytest.raises(FleetError) as error:
+        reg.add_many(batch)
+    assert message in str(error.value) and str(error.value).endswith("nothing was added")
+    assert path.read_bytes() == before  # all or nothing: not one record of the batch was written
+    assert [r["id"] for r in reg.all()] == ["mh-1"]
+
+
+def test_add_many_lets_a_batch_reuse_what_a_retired_device_held(tmp_path):
+    reg = TinyRegistry(tmp_path / "registry.json")
+    reg.add(device("mh-1", uid="board-a", credential=device_credential("mh-1")[1]))
+    reg.update("mh-1", state="retired")
+    reg.add_many([device("mh-2", uid="board-a"), device("mh-3", credential=device_credential("mh-1")[1]),
+                  device("mh-4", uid="board-c", state="retired"), device("mh-5", uid="board-c")])
+    assert [r["id"] for r in reg.all()] == ["mh-1", "mh-2", "mh-3", "mh-4", "mh-5"]
+
+
+def test_reads_see_every_write_by_another_instance_or_process(tmp_path):
+    path = tmp_path / "registry.json"
+    reader = TinyRegistry(path)
+    assert reader.all() == []
+    TinyRegistry(path).add(device("mh-1", firmware="1.0.0"))
+    assert reader.get("mh-1")["firmware"] == "1.0.0"
+    # Same size, written at once: a cache keyed on (mtime, size) alone could miss this one.
+    TinyRegistry(path).update("mh-1", firmware="1.0.1")
+    assert reader.get("mh-1")["firmware"] == "1.0.1"
+    code = "from fleet.registry import TinyRegistry; import sys; TinyRegistry(sys.argv[1]).update('mh-1', firmware='2.0.0')"
+    subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, check=True)
+    assert reader.get("mh-1")["firmware"] == "2.0.0"
+    assert [r["firmware"] for r in reader.find(kind="manhole-tilt")] == ["2.0.0"]
+    path.unlink()
+    assert reader.all() == []
+
+
+def test_what_a_read_returns_is_the_callers_to_change(tmp_path):
+    reg = TinyRegistry(tmp_path / "registry.json")
+    reg.add(device("mh-1", calibration={"baseline": [0, 0, 1]}))
+    for record in (reg.get("mh-1"), reg.all()[0], reg.find(site="Main St 1")[0]):
+        record["calibration"]["baseline"].append(9)
+        record["history"].clear()
+        record["state"] = "retired"
+    again = reg.get("mh-1")
+    assert again["calibration"] == {"baseline": [0, 0, 1]} and again["state"] == "provisioning"
+    assert len(again["history"]) == 1 and reg.all()[0] == again
+
+
 def test_corrupt_registry_is_one_clear_error_naming_the_file(tmp_path):
     path = tmp_path / "registry.json"
     TinyRegistry(path).add(device("mh-1"))

@@ -178,3 +178,26 @@ def test_helpers():
     assert parse_registry_time("2025-01-31T12:00:00Z") == 1738324800.0
     assert parse_registry_time("2025-01-31T12:00:00") == 1738324800.0
     assert parse_registry_time("yesterday") is None and parse_registry_time(None) is None
+
+
+def test_fleet_health_gives_each_device_its_own_gaps():
+    from fleet.cli.health import fleet_health
+
+    records = [record(), {**record(), "id": "wl-2"}]
+    statuses = [status(), status(device="wl-2", boot=3)]
+    gaps = [Gap("wl-2", 3, 4, 4), Gap("wl-1", 12, 5, 7), Gap("wl-2", 12, 1, 1), Gap("wl-1", 11, 1, 9)]
+    rows = fleet_health(records, statuses, gaps, NOW)
+    assert [(r["id"], r["state"], r["missing"]) for r in rows] == [("wl-1", HEALTHY, 3), ("wl-2", HEALTHY, 1)]
+
+
+def test_health_json_is_one_document_with_one_device_per_line():
+    import json
+
+    from fleet.cli.health import json_document
+
+    head = {"time": NOW, "critical": 0, "counts": {"healthy": 2}}
+    rows = [{"id": "wl-1", "reasons": [{"code": "x", "text": "a \"quoted\"\nline"}]}, {"id": "wl-2", "reasons": []}]
+    text = json_document(head, rows)
+    assert json.loads(text) == {**head, "devices": rows}
+    assert [json.loads(line.rstrip(",")) for line in text.splitlines() if line.startswith('  {"id"')] == rows
+    assert json.loads(json_document(head, [])) == {**head, "devices": []}

@@ -23,6 +23,8 @@ BENCHMARKS = [
     "tools.bench_agent_hil",
     "tools.bench_fleet",
     "tools.bench_store",
+    "tools.bench_registry",
+    "tools.bench_health",
     "tools.bench_ingest",
     "tools.bench_endurance",
 ]

@@ -25,13 +25,16 @@ def fleet_health(registry_records: list[dict[str, Any]], statuses: list[Any], ga
 
     by_id = {s.device: s for s in statuses}
     records = {r["id"]: r for r in registry_records}
+    gaps_of: dict[str, list[Any]] = {}
+    for gap in gaps:  # grouped once: each device's own, not every gap of the fleet per device
+        gaps_of.setdefault(gap.device, []).append(gap)
     rows = []
     for device_id in sorted(set(records) | set(by_id)):
         record = records.get(device_id)
         if record is not None and record.get("state") == "retired":
             continue  # not part of the fleet any more (its credential is revoked)
         status = by_id.get(device_id)
-        verdict = evaluate(record, status, gaps, now)
+        verdict = evaluate(record, status, gaps_of.get(device_id, ()), now)
         rows.append({
             "id": device_id, "kind": (record or {}).get("kind"), "site": (record or {}).get("site"),
             "registered": record is not None, "state": verdict.state, "critical": verdict.critical,
@@ -68,14 +71,23 @@ def health(as_json: bool, store_url: str | None) -> None:
     critical = [r for r in rows if r["critical"]]
     if as_json:
         counts = {state: sum(r["state"] == state for r in rows) for state in COLOURS}
-        click.echo(json.dumps({"time": now, "critical": len(critical), "counts": counts, "devices": rows},
-                              indent=1))
+        click.echo(json_document({"time": now, "critical": len(critical), "counts": counts}, rows))
     else:
         _print(rows, now)
     if critical:
         names = ", ".join("%s (%s)" % (r["id"], r["state"]) for r in critical)
         raise FleetError("%d critical device%s: %s" % (len(critical), "" if len(critical) == 1 else "s", names),
                          exit_code=EXIT_FAILURE)
+
+
+def json_document(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """`head` indented, then "devices": one row per line. json.dumps with indent runs the pure-Python
+    encoder: 96 ms for 10,000 devices, against 43 ms for compact rows (C encoder); one line per device
+    also suits grep and diff."""
+    opening = json.dumps(head, indent=1)[:-2]  # a non-empty dict: ends with "\n}"
+    body = ",\n  ".join(json.dumps(row) for row in rows)
+    devices = '"devices": [\n  %s\n ]' % body if rows else '"devices": []'
+    return "%s,\n %s\n}" % (opening, devices)
 
 
 def _print(rows: list[dict[str, Any]], now: float) -> None:

@@ -1,10 +1,9 @@
 """Register simulated devices in a fleet home, with credentials, and write the broker's passwd and ACL.
 
 `fleet provision` registers one board at a time through `Registry.add`, which rewrites and fsyncs the
-whole registry file and checks uniqueness against every record: fine for a technician, quadratic for
-ten thousand devices (measured: tools/fleetsim/__init__.py). This registers a batch in ONE locked
-read-modify-write of the TinyDB file, with the same record schema (`fleet.registry.new_record`) and the
-same uniqueness rules, then rewrites passwd and acl once (`fleet.broker.write_broker_files`).
+whole registry file: fine for a technician, quadratic for ten thousand devices (tools/bench_registry.py).
+This registers the batch with `Registry.add_many`, ONE transaction with the same schema and uniqueness
+rules, then rewrites passwd and acl once (`fleet.broker.write_broker_files`).
 
 The secrets go to a devices file (JSON, mode 0600) that `fleet-sim run --devices` reads; the registry
 keeps only their hashes, as for real boards.
@@ -44,7 +43,7 @@ def provision(home: Path, count: int, kind: str, prefix: str = "sim", first: int
     from fleet.broker import reload_broker, write_broker_files
     from fleet.credentials import device_credential
     from fleet.home import fleet_name, write_atomic
-    from fleet.registry import TinyRegistry, new_record, open_registry
+    from fleet.registry import open_registry
 
     if count < 1:
         raise FleetError("--count must be at least 1")
@@ -53,25 +52,20 @@ def provision(home: Path, count: int, kind: str, prefix: str = "sim", first: int
     devices, records = [], []
     for device_id, device_kind in device_ids(count, kind, prefix, first):
         secret, credential = device_credential(device_id)
-        records.append(new_record({"id": device_id, "kind": device_kind, "site": "simulated " + device_id,
-                                   "credential": credential, "state": "active", "board": "fleetsim",
-                                   "firmware": firmware}))
+        records.append({"id": device_id, "kind": device_kind, "site": "simulated " + device_id,
+                        "credential": credential, "state": "active", "board": "fleetsim", "firmware": firmware})
         devices.append({"id": device_id, "kind": device_kind, "username": credential["username"], "password": secret})
     made = time.perf_counter()
     registry = open_registry(home)
-    if not isinstance(registry, TinyRegistry):
-        raise FleetError("fleet-sim provision writes the TinyDB registry only")
-    with registry._write() as table:  # one locked transaction for the whole batch (module docstring)
-        taken_ids, taken_users = set(), set()
-        for held in table.all():
-            taken_ids.add(held.get("id"))
-            if held.get("state") != "retired":
-                taken_users.add((held.get("credential") or {}).get("username"))
-        clash = [r["id"] for r in records if r["id"] in taken_ids or r["credential"]["username"] in taken_users]
-        if clash:
-            raise FleetError("%d of these ids are registered already (first: %s); use another --prefix or --first"
-                             % (len(clash), clash[0]))
-        table.insert_multiple(records)
+    try:
+        registry.add_many(records)  # one locked transaction for the whole batch (module docstring)
+    except FleetError:  # say how many clash, and what to do
+        held = {r["id"] for r in registry.all()}
+        clash = [r["id"] for r in records if r["id"] in held]
+        if not clash:
+            raise
+        raise FleetError("%d of these ids are registered already (first: %s); use another --prefix or --first"
+                         % (len(clash), clash[0])) from None
     registered = time.perf_counter()
     files = write_broker_files(registry, home=home)
     reloaded = reload_broker(files.folder) if reload else False
