@@ -87,7 +87,8 @@ def run() -> dict:
             for number in range(RECONNECTS):
                 mark = len(observer.seen)
                 _take_over(broker.port, FLEET + "-" + device)
-                observer.wait_for("state", lambda m: m.online, timeout=120, after=mark)
+                # subscribed again once it acks the retained config the broker sends on subscribing
+                observer.wait_for("ack", lambda m: m.cid == 1, timeout=120, after=mark)
                 if number == 0:
                     first = _health_now(observer, device, 3)
             last = _health_now(observer, device, 4)
