@@ -182,7 +182,7 @@ class Site:
         self.releases = releases
         self.home = releases.home
         self.board_factory = board_factory
-        self.names = ["wl-%d" % i for i in range(5)]
+        self.names = ["wl-%d" % i for i in range(8)]
         users = {OPS_USER: ops_secret(self.home), **{name: "pw-" + name for name in self.names}}
         self.broker = broker_factory(users=users, acl=acl_text(FLEET, [(n, n) for n in self.names]),
                                      extra="set_tcp_nodelay true\n")
@@ -465,3 +465,68 @@ def test_a_board_in_safe_mode_reads_no_sensor_but_takes_an_update(site, releases
     site.watcher.wait_for("telemetry", lambda m: site.mine(m, name), timeout=60, after=mark)  # sensors again
     files = flash_files(board)
     assert slot_of(files) == "b" and "/app/crashes" not in files
+
+
+class HeldServer(OtaServer):
+    """The fleet's server, answering nothing of one file past its second window until `gate` is set."""
+
+    index = 0
+    gate = threading.Event()
+    held = threading.Event()
+
+    def _answer(self, client, device, pull):  # type: ignore[override]
+        if pull.index == self.index and pull.offset >= 2 * WINDOW * CHUNK and not self.gate.is_set():
+            self.held.set()
+            return
+        super()._answer(client, device, pull)
+
+
+def test_a_power_cut_in_update_mode_resumes_from_what_the_flash_kept(site, releases):
+    name = site.names[5]
+    board = site.board(name)
+    release = releases.release("1.7.0")
+    index = [i for i, e in enumerate(release.manifest.files, 1) if e[0] == BLOB][0]
+    HeldServer.index = index
+    server = site.serve("1.7.0", HeldServer)
+    cid = site.offer(server, name)
+    assert HeldServer.held.wait(90), "the download never reached its third window"
+    held_at = server.served[name].by_index[index]
+    assert held_at == 2 * WINDOW * CHUNK  # two windows of the file are in, on flash
+    board.power_cut()  # in update mode, mid-file
+    mark = len(site.watcher.seen)
+    board.power_on()
+    HeldServer.gate.set()
+    site.progress(name, cid, (STAGED,), mark, timeout=180)
+    site.birth(name, "1.7.0", timeout=90)
+    site.progress(name, cid, (DONE,))
+    # after the cut the file went on from its flushed windows: no byte of it was sent twice
+    assert server.served[name].by_index[index] == release.manifest.files[index - 1][3]
+    assert board.status()["reset_causes"].get("power_on", 0) >= 2
+    files = flash_files(board)
+    assert slot_of(files) == "b" and slot_hashes(files, "b") == bundle_hashes(releases.bundles["1.7.0"])
+
+
+def test_a_campaign_over_boards_aborts_when_its_first_wave_rolls_back(site, releases):
+    first, second = site.names[6], site.names[7]
+    boards = {first: site.board(first), second: site.board(second)}
+    mark = len(site.watcher.seen)
+    rollout = site.fleet("ota", "rollout", "1.2.0", "--select", "id=%s,id=%s" % (first, second), "--waves", "50%,100%",
+                         "--max-failures", "0%", "--timeout", "4m", timeout=300)
+    out = rollout.stdout + rollout.stderr
+    assert rollout.returncode != 0 and "aborted" in out, out
+    status = json.loads(site.fleet("ota", "status", "--json").stdout)
+    assert status["campaign"]["state"] == "aborted", status
+    rows = {r["device"]: r for r in status["devices"] if r["device"] in boards}
+    tried = [d for d, r in rows.items() if r["wave"] == 1]
+    assert len(tried) == 1, rows
+    [spared] = [d for d in rows if d not in tried]
+    assert (rows[tried[0]]["state"], rows[tried[0]]["reason"]) == ("rolled_back", "CRASHED")
+    assert rows[spared]["state"] == "pending", rows  # never offered: the wave never started
+    assert not [m for m in site.watcher.of("ota", mark) if site.mine(m, spared)]
+    assert not [m for m in site.watcher.of("pull", mark) if site.mine(m, spared)]
+    # both run 1.0.0: the one that tried it rolled back by itself, the other never left it
+    for name in boards:
+        births = [m for m in site.watcher.of("state", mark) if site.mine(m, name) and m.online]
+        assert {m.firmware for m in births} <= {"1.0.0"}
+    files = flash_files(boards[spared])
+    assert slot_of(files) == "a" and not [p for p in files if p.startswith("/app/b/")]
