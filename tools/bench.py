@@ -26,6 +26,7 @@ BENCHMARKS = [
     "tools.bench_registry",
     "tools.bench_health",
     "tools.bench_ingest",
+    "tools.bench_ingest_memory",
     "tools.bench_endurance",
 ]
 
