@@ -8,6 +8,14 @@
    one to three readings, backfill packs, health, alarm events, acks, QoS 1 resends, a little garbage)
    decoded, checked against thresholds and committed, for the SQLite store and, when a server answers on
    127.0.0.1:5432, PostgreSQL (a database made for the run and dropped after it).
+3. `fleet ingest --shared GROUP --worker N` with 1, 2 and 4 workers, each its own process (the command as an
+   operator runs it, fleet alarms off as the README says for shared workers), on both stores: readings/s
+   from the first byte published to the last row committed (the workers are subscribed and idle before,
+   the stream goes to them live), mosquitto_sub's drain of the same stream as the reference, and CPU per
+   message: the workers' CPU (all threads, /proc) over that window, and beside it the broker's, the
+   database server's (PostgreSQL backends of the run's database; SQLite runs inside the workers) and the
+   whole machine's busy share, which says whether the 2 cores were the limit. Store errors the workers
+   logged (a batch retried: SQLite's lock waited out, a PostgreSQL deadlock) are counted.
 
 Method, the same for every subscriber: it makes a persistent session and subscribes, goes away; a raw
 MQTT publisher sends the whole stream, which the broker queues for every session; then the subscriber
@@ -21,9 +29,11 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +56,8 @@ BROKER_EXTRA = ("max_queued_messages 0\nmax_queued_bytes 0\nmax_inflight_message
                 "max_connections -1\n")
 PG_URL = "postgresql://postgres@127.0.0.1:5432/"
 TIMEOUT_S = 300.0
+WORKER_COUNTS = (1, 2, 4)
+POLL_S = 0.05  # how often the store is asked whether the workers are done (adds <= this to a run)
 
 
 # ---- a raw MQTT 3.1.1 publisher: the stream costs the benchmark nothing but a sendall ----
@@ -404,19 +416,203 @@ def _postgres() -> tuple[str, Callable[[], None]] | None:
     return PG_URL + name, drop
 
 
+# ---- `fleet ingest --shared GROUP --worker N`: several worker processes on one store ----
+
+def expected(messages: list[tuple[str, bytes]]) -> tuple[int, int]:
+    """(distinct valid messages, quarantined ones): the rows of `seen` and `quarantine` once all is stored."""
+    from fleet.ingest.decode import decode
+    from fleet.store.model import Quarantined
+
+    keys, quarantined, now = set(), 0, time.time()
+    for topic, payload in messages:
+        item = decode(topic, payload, now, FLEET)
+        if isinstance(item, Quarantined):
+            quarantined += 1
+        else:
+            keys.add((item.device, item.boot, item.seq))
+    return len(keys), quarantined
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far, all its threads (/proc/PID/stat fields 14, 15)."""
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (/proc/stat: user .. steal)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+class StoreRows:
+    """The run's store seen from the outside, over a connection of its own."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite://"):
+            import sqlite3
+
+            self.db: Any = sqlite3.connect(url[len("sqlite://"):], timeout=30)
+            self.server = False
+        else:
+            import psycopg
+
+            self.db = psycopg.connect(url, autocommit=True)
+            self.server = True
+
+    def count(self, table: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM %s" % table).fetchone()[0])
+
+    def backends(self) -> list[int]:
+        """Process ids of the PostgreSQL backends serving the workers (none for SQLite)."""
+        if not self.server:
+            return []
+        rows = self.db.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND pid <> pg_backend_pid()").fetchall()
+        return [int(row[0]) for row in rows]
+
+    def wait(self, seen: int, quarantined: int, deadline: float) -> None:
+        while self.count("seen") < seen or self.count("quarantine") < quarantined:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers stored %d of %d messages in time" % (self.count("seen"), seen))
+            time.sleep(POLL_S)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _start_workers(port: int, store_url: str, home: Path, group: str, count: int,
+                   started: list[tuple[Any, Path]]) -> None:
+    """`fleet ingest --shared GROUP --worker k` for k < count, each logging to its own file; each goes into
+    `started` as soon as it runs (the caller stops them, also when one fails to subscribe)."""
+    env = dict(os.environ, FLEET_HOME=str(home))
+    for k in range(count):
+        log = home / ("ingest-%s-%d.log" % (group, k))
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "ingest", "--broker",
+                                     "mqtt://127.0.0.1:%d" % port, "--store", store_url, "--shared", group,
+                                     "--worker", str(k), "--no-fleet-alarms"],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=out)
+        started.append((proc, log))
+    deadline = time.monotonic() + 60
+    for proc, log in started:  # subscribed: the broker deals each worker its share from now on
+        while "subscribed to" not in log.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("worker did not subscribe: %s" % log.read_text(errors="replace")[-2000:])
+            time.sleep(0.05)
+
+
+def _stop_workers(started: list[tuple[Any, Path]]) -> int:
+    """SIGTERM every worker (each commits what it holds and disconnects); the store errors they logged."""
+    for proc, _log in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    errors = 0
+    for proc, log in started:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errors += log.read_text(errors="replace").count("store failed")
+    return errors
+
+
+def workers(store_url: str, home: Path, messages: list[tuple[str, bytes]], readings: int,
+            expect: tuple[int, int], count: int, group: str) -> dict[str, Any]:
+    """`count` worker processes draining `messages` live on a fresh broker, beside mosquitto_sub."""
+    topic = "dt/%s/+/+" % FLEET
+    started: list[tuple[Any, Path]] = []
+    with Broker(home / ("broker-" + group), extra=BROKER_EXTRA) as broker:
+        rows: StoreRows | None = None
+        try:
+            _start_workers(broker.port, store_url, home, group, count, started)
+            rows = StoreRows(store_url)
+            reference = MosquittoSub(broker.port, "bench-ref-" + group, 1, topic)
+            reference.prepare()
+            pids, servers = [proc.pid for proc, _log in started], rows.backends()
+            broker_pid = broker.proc.pid if broker.proc is not None else os.getpid()
+            before = ([cpu_seconds(pid) for pid in pids], cpu_seconds(broker_pid),
+                      [cpu_seconds(pid) for pid in servers], machine_ticks())
+            t0 = time.monotonic()
+            publish(broker.port, messages, 1)
+            rows.wait(*expect, t0 + TIMEOUT_S)
+            seconds = time.monotonic() - t0
+            after = ([cpu_seconds(pid) for pid in pids], cpu_seconds(broker_pid),
+                     [cpu_seconds(pid) for pid in servers], machine_ticks())
+            errors = _stop_workers(started)
+            stored = rows.count("readings")
+        finally:
+            _stop_workers(started)  # again: a run that failed half-way leaves no worker behind
+            if rows is not None:
+                rows.close()
+        if stored != readings:
+            raise RuntimeError("%d workers stored %d readings, the stream holds %d" % (count, stored, readings))
+        reference_rate = (len(messages) - 1) / reference.drain(len(messages))
+    n = len(messages)
+    rate = n / seconds
+    busy, total = (after[3][0] - before[3][0]), (after[3][1] - before[3][1])
+    return {"workers": count, "messages": n, "readings": readings, "seconds": seconds, "messages_s": rate,
+            "readings_s": readings / seconds, "mosquitto_sub_messages_s": reference_rate,
+            "ratio": rate / reference_rate, "store_errors": errors,
+            "worker_cpu_us": (sum(after[0]) - sum(before[0])) / n * 1e6,
+            "broker_cpu_us": (after[1] - before[1]) / n * 1e6,
+            "server_cpu_us": (sum(after[2]) - sum(before[2])) / n * 1e6 if servers else None,
+            "machine_busy": busy / total if total else None}
+
+
+def worker_table(stream: list[tuple[str, bytes]], readings: int, root: Path,
+                 counts: tuple[int, ...] = WORKER_COUNTS) -> list[dict[str, Any]]:
+    """`workers()` for each count on a fresh SQLite file and, when a server answers, a fresh PostgreSQL database."""
+    from fleet.home import private_dir, set_fleet_name
+
+    home = private_dir(root / "home")
+    set_fleet_name(FLEET, home)
+    expect = expected(stream)
+    out = []
+    for count in counts:
+        got = workers("sqlite:///%s" % (root / ("workers-%d.db" % count)), home, stream, readings, expect, count,
+                      "sq%d" % count)
+        out.append(dict(got, store="sqlite"))
+    for count in counts:
+        pg = _postgres()
+        if pg is None:
+            break
+        try:
+            out.append(dict(workers(pg[0], home, stream, readings, expect, count, "pg%d" % count), store="postgresql"))
+        finally:
+            pg[1]()
+    return out
+
+
+def worker_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["fleet ingest --shared GROUP --worker N, N worker processes (fleet alarms off), the stream live:",
+             "  %-10s %7s %9s %10s %16s %28s %13s %6s" % (
+                 "store", "workers", "msg/s", "readings/s", "of mosquitto_sub", "CPU us/msg: workers broker db",
+                 "machine busy", "errors")]
+    for row in rows:
+        server = "%4.0f" % row["server_cpu_us"] if row["server_cpu_us"] is not None else "   -"
+        lines.append("  %-10s %7d %9.0f %10.0f %14.0f %% %19.0f %6.0f %s %12.0f %% %6d" % (
+            row["store"], row["workers"], row["messages_s"], row["readings_s"], 100 * row["ratio"],
+            row["worker_cpu_us"], row["broker_cpu_us"], server, 100 * (row["machine_busy"] or 0),
+            row["store_errors"]))
+    return lines
+
+
 def _fmt(rate: float | None) -> str:
     return "%9.0f" % rate if rate is not None else "        -"
 
 
-def run(n: int = N_CLIENT, repeats: int = REPEATS, messages: int = INGEST_MESSAGES) -> dict:
-    """Client receive rates and ingest throughput, each beside mosquitto_sub on the same stream."""
+def run(n: int = N_CLIENT, repeats: int = REPEATS, messages: int = INGEST_MESSAGES, with_clients: bool = True) -> dict:
+    """Client receive rates and ingest throughput (one in-process ingest, then 1, 2 and 4 worker processes),
+    each beside mosquitto_sub on the same stream."""
     if shutil.which("mosquitto_sub") is None:
         raise RuntimeError("mosquitto_sub is missing (apt-get install mosquitto-clients)")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        stream, readings = mix(total=messages)
         with Broker(root / "broker", extra=BROKER_EXTRA) as broker:
-            rows = clients(broker.port, n, repeats)
-            stream, readings = mix(total=messages)
+            rows = clients(broker.port, n, repeats) if with_clients else []
             stores = {"sqlite": ingest(broker.port, "sqlite:///%s" % (root / "fleet.db"), root, stream, readings,
                                        "sqlite")}
             pg = _postgres()
@@ -425,23 +621,28 @@ def run(n: int = N_CLIENT, repeats: int = REPEATS, messages: int = INGEST_MESSAG
                     stores["postgresql"] = ingest(broker.port, pg[0], root, stream, readings, "pg")
                 finally:
                     pg[1]()
-    lines = ["MQTT clients draining %d messages of %d bytes from a local Mosquitto (best of %d):"
-             % (n, PAYLOAD_BYTES, repeats),
-             "  %-48s %3s %9s  %s" % ("client", "QoS", "msg/s", "of mosquitto_sub")]
+        scaled = worker_table(stream, readings, root)
+    lines = []
+    if rows:
+        lines += ["MQTT clients draining %d messages of %d bytes from a local Mosquitto (best of %d):"
+                  % (n, PAYLOAD_BYTES, repeats),
+                  "  %-48s %3s %9s  %s" % ("client", "QoS", "msg/s", "of mosquitto_sub")]
     for row in rows:
         ratio = "%5.0f %%" % (100 * row["ratio"]) if row["ratio"] is not None else "not installed"
         lines.append("  %-48s %3d %s  %s" % (row["client"], row["qos"], _fmt(row["messages_s"]), ratio))
     lines.append("fleet ingest, %d messages from %d devices (%d readings, resends and garbage included):"
                  % (len(stream), INGEST_DEVICES, readings))
+    lines.append("one ingest in the bench's process (fleet alarms on), the stream queued before it connects:")
     for name, got in stores.items():
         lines.append("  %-10s %7.0f msg/s = %3.0f %% of mosquitto_sub (%.0f msg/s); %.0f readings/s; %d batches"
                      % (name, got["messages_s"], 100 * got["ratio"], got["mosquitto_sub_messages_s"],
                         got["readings_s"], got["batches"]))
     if pg is None:
         lines.append("  postgresql: no server at 127.0.0.1:5432, not measured")
-    return {"clients": rows, "ingest": stores, "lines": lines}
+    lines += worker_lines(scaled)
+    return {"clients": rows, "ingest": stores, "workers": scaled, "lines": lines}
 
 
 if __name__ == "__main__":
-    for line in run()["lines"]:
+    for line in run(with_clients="--no-clients" not in sys.argv[1:])["lines"]:
         print(line)
