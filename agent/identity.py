@@ -16,12 +16,14 @@ KINDS = ("manhole-tilt", "water-level", "wind-load")
 
 class Identity:
     """The parsed identity file: fleet, device, kind, host, port, tls, user, password, calibration,
-    client_id, firmware, and the link's reconnect policy (backoff, stable_s: agent/link.py). Plain
-    attributes only, so it keeps nothing of this module alive."""
+    client_id, firmware, and the link's reconnect policy (backoff, stable_s: agent/link.py). With tls:
+    `ca`, the certificates (DER) the broker's must chain to, and `server_name`, the name it must carry.
+    Plain attributes only, so it keeps nothing of this module alive."""
 
-    fleet = device = kind = host = client_id = firmware = ""
+    fleet = device = kind = host = client_id = firmware = server_name = ""
     port = 1883
     tls = False
+    ca = None
     backoff = (1, 60)  # s: the first pause's ceiling and the cap (issue 4: a minute)
     stable_s = 30  # s: a session that lived this long starts the backoff over
     user = password = calibration = None
@@ -45,6 +47,12 @@ def parse(doc):
     if not isinstance(ident.port, int) or not 0 < ident.port < 65536:
         raise AgentError("identity: bad broker port")
     ident.tls = bool(broker.get("tls", False))
+    if ident.tls:
+        # TLS only with the broker's certificate checked: without a CA any server could pose as it.
+        ident.ca = _certificates(broker.get("ca"))
+        ident.server_name = broker.get("server_name", ident.host)
+        if not isinstance(ident.server_name, str) or not ident.server_name:
+            raise AgentError("identity: broker server_name must be text")
     # The reconnect policy, for a site that wants it different (the defaults suit a city's fleet).
     backoff = broker.get("backoff_s", ident.backoff)
     if not (isinstance(backoff, (list, tuple)) and len(backoff) == 2 and _seconds(backoff[0]) > 0
@@ -75,6 +83,25 @@ def _seconds(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise AgentError("identity: broker backoff_s and stable_s are numbers of seconds")
     return value
+
+
+def _certificates(pem):
+    # The PEM text of one or more CA certificates, as DER: this mbedtls build parses no PEM.
+    from binascii import a2b_base64
+
+    if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem:
+        raise AgentError("identity: broker tls needs ca, the PEM text of the CA certificate")
+    ders = []
+    for block in pem.split("-----BEGIN CERTIFICATE-----")[1:]:
+        body = block.split("-----END CERTIFICATE-----")
+        try:
+            der = a2b_base64("".join(body[0].split())) if len(body) > 1 else b""
+        except ValueError:  # binascii.Error is a ValueError
+            der = b""
+        if not der:
+            raise AgentError("identity: broker ca is not valid PEM")
+        ders.append(der)
+    return ders
 
 
 def load(path=PATH):

@@ -2,23 +2,27 @@
 
 The protocol lives in agent/mqtt.py; this layer decides when to try again. The board supplies the
 network: `board.network_up(timeout_ms)` (True once the network is up) and `board.open_connection(host,
-port)`, a coroutine function returning an asyncio (reader, writer) pair, plain or TLS-wrapped (see
-agent/mqtt.py). The boards' network_up blocks up to `timeout_ms` while it brings the link up, so the
-link passes a short `net_wait_ms` and polls every `net_poll_s`.
+port)`, a coroutine function returning an asyncio (reader, writer) pair; for TLS it is
+`board.open_connection(host, port, ssl, server_name)` (a tls.SSLContext built once, agent/startup.py):
+TLS streams whose handshake runs in the MQTT client's first reads and writes, a failed one raising
+OSError("TLS: ..."). The boards' network_up blocks up to `timeout_ms` while it brings the link up, so
+the link passes a short `net_wait_ms` and polls every `net_poll_s`.
 
 Health sees one of these states, so a node can tell its operators *what* is broken:
 
     NET_DOWN            the board has no network (Wi-Fi/cellular down)
-    BROKER_UNREACHABLE  the TCP connection failed or timed out, or the broker stopped answering
+    BROKER_UNREACHABLE  the TCP connection failed or timed out, the broker stopped answering, or TLS
+                        failed (its certificate not signed by the node's CA: last_error says "TLS: ...")
     AUTH_REFUSED        CONNACK refused the credentials (return code 4 or 5)
     PROTOCOL_ERROR      CONNACK refused the protocol or client id (1, 2), or a malformed packet
     CONNECTING          an attempt is under way
     CONNECTED           a session is up
     STOPPED             stop() was called
 
-`failures` counts each kind; `connects` counts sessions that came up. After a failure the next attempt
-waits a random time in [0, min(cap, base * 2**n)) for the n-th failure in a row ("full jitter": a fleet
-that lost the broker together does not come back in lockstep), capped at a minute (issue 4); the
+`failures` counts each kind, `last_error` says why the last failure happened (and goes to the console,
+for a technician on the serial line); `connects` counts sessions that came up. After a failure the next
+attempt waits a random time in [0, min(cap, base * 2**n)) for the n-th failure in a row ("full jitter":
+a fleet that lost the broker together does not come back in lockstep), capped at a minute (issue 4); the
 doubling starts again only after a session lived `stable_s`, so a broker that accepts and drops at once
 is not hammered. One MQTTClient, with its buffers, serves every session.
 """
@@ -41,16 +45,18 @@ class Link:
     """Keeps a session to host:port up. `will`: None, (topic, payload, qos, retain), or a function
     returning one, called at every connect. `on_connect(client)`: coroutine run after each CONNACK
     (birth message, subscriptions). `backoff`: (base, cap) seconds; `random()` in [0, 1) draws the
-    jitter (injected by tests). `client_kw` go to MQTTClient (max_packet, window, retry_s, ...)."""
+    jitter (injected by tests). `tls`: () for plain MQTT, or (a tls.SSLContext, the name the broker's
+    certificate must carry) for TLS. `client_kw` go to MQTTClient (max_packet, window, retry_s, ...)."""
 
     def __init__(self, board, host, port, client_id, keepalive=60, user=None, password=None, will=None,
                  clean_session=True, on_connect=None, on_message=None, backoff=(1, 60), random=None,
-                 connect_timeout=10, net_poll_s=1, net_wait_ms=100, stable_s=30, **client_kw):
+                 connect_timeout=10, net_poll_s=1, net_wait_ms=100, stable_s=30, tls=(), **client_kw):
         if random is None:
             from random import random  # MicroPython has random.random() on the ports we run on
         self.board = board
         self.host = host
         self.port = port
+        self.tls = tls  # open_connection's last arguments
         self.client_id = client_id
         self.keepalive = keepalive
         self.user = user
@@ -88,7 +94,7 @@ class Link:
             else:
                 self.state = CONNECTING
                 try:  # one attempt and, if it connects, the session until it ends
-                    r, w = await asyncio.wait_for(self.board.open_connection(self.host, self.port),
+                    r, w = await asyncio.wait_for(self.board.open_connection(self.host, self.port, *self.tls),
                                                   self.connect_timeout)
                     will = self.will() if callable(self.will) else self.will
                     await c.connect(r, w, self.client_id, self.keepalive, self.clean_session, will,
@@ -125,6 +131,7 @@ class Link:
             if kind != NET_DOWN or self.state != NET_DOWN:  # an outage counts once, however long
                 self.failures[kind] += 1
                 self.last_error = "%s: %s" % (kind, err)
+                print("link:", self.last_error)
             self.state = kind
             try:  # the pause, cut short by stop()
                 await asyncio.wait_for(self._stop.wait(), self.pause_s)

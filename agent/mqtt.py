@@ -6,8 +6,11 @@ built once, with its buffers, and `connect(reader, writer, ...)` starts each ses
 owner's choice of stream: on MicroPython
 
     ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(cadata=ca_der)       # verify the broker (CERT_REQUIRED is the default)
+    ctx.verify_mode = tls.CERT_REQUIRED            # verify the broker
+    ctx.load_verify_locations(ca_der)              # DER, positional: this mbedtls build parses no PEM
     reader, writer = await asyncio.open_connection(host, 8883, ssl=ctx)
+
+(agent/startup.py builds it from the identity; the boards wrap the stream, board.open_connection).
 
 Of the streams only readinto/write/drain/close/wait_closed are used, as MicroPython's asyncio Stream
 has them (one object for both directions); CPython's StreamReader/StreamWriter pair needs a thin

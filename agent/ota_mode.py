@@ -25,7 +25,7 @@ import asyncio
 import json
 from binascii import unhexlify
 
-from agent import flashio
+from agent import flashio, tls_context
 from agent import ota_state as st
 from agent.errors import AgentError
 from agent.ota_fetch import Failed, Fetch
@@ -53,7 +53,8 @@ class Node:
         self.ota = None
         self.link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
                          password=ident.password, will=self._will, on_connect=self._connected,
-                         on_message=self._message)
+                         on_message=self._message, backoff=ident.backoff, stable_s=ident.stable_s,
+                         tls=tls_context.for_link(ident))
 
     def _topic(self, kind):
         return "dt/%s/%s/%s" % (self.id.fleet, self.id.device, kind)

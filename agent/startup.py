@@ -10,7 +10,7 @@ import asyncio
 import os
 import time
 
-from agent import reconfig
+from agent import reconfig, tls_context
 from agent.commands import Commands
 from agent.config import AgentConfig
 from agent.errors import SensorFault
@@ -43,7 +43,7 @@ def build(agent, data):
     commands = Commands(agent)
     link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
                 password=ident.password, will=agent._will, on_connect=agent._on_connect,
-                on_message=commands.offer, backoff=ident.backoff, stable_s=ident.stable_s)
+                on_message=commands.offer, backoff=ident.backoff, stable_s=ident.stable_s, tls=tls_context.for_link(ident))
     uplink = Uplink(link, outbox, ident.fleet, ident.device)
     return (sequence, config, faults, outbox, reporter, scheduler, commands, link, uplink, ident.firmware,
             RESET_CODES.get(board.reset_cause(), 0))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
+StrPath = str | os.PathLike[str]
 
 
 def free_port() -> int:
@@ -44,10 +45,12 @@ def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen | None = 
 
 class Broker:
     """One mosquitto process; `users` (name -> password) switches anonymous access off, `acl` is the
-    text of an ACL file. `extra` lines are appended to the config."""
+    text of an ACL file. `extra` lines are appended to the config. `tls` (cafile, certfile, keyfile)
+    adds a TLS listener beside the plain one, on 127.0.0.1:tls_port."""
 
     def __init__(self, folder: str | os.PathLike[str], users: dict[str, str] | None = None,
-                 acl: str | None = None, port: int | None = None, extra: str = "") -> None:
+                 acl: str | None = None, port: int | None = None, extra: str = "",
+                 tls: tuple[StrPath, StrPath, StrPath] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -72,6 +75,11 @@ class Broker:
             aclfile = self.folder / "acl"
             aclfile.write_text(acl)
             lines.append("acl_file %s" % aclfile)
+        self.tls_port: int | None = None
+        if tls is not None:  # last: cafile, certfile and keyfile belong to the listener above them
+            self.tls_port = free_port()
+            lines += ["listener %d 127.0.0.1" % self.tls_port, "cafile %s" % tls[0], "certfile %s" % tls[1],
+                      "keyfile %s" % tls[2]]
         self.config.write_text("\n".join(lines) + "\n" + extra)
         self.proc: subprocess.Popen | None = None
 

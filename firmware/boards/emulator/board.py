@@ -96,10 +96,13 @@ class Board:
         up, rssi = network.link_state()  # type: ignore[attr-defined]
         return rssi if up else None
 
-    async def open_connection(self, host, port, timeout_ms=10000):
+    async def open_connection(self, host, port, ssl=None, server_hostname=None, timeout_ms=10000):
+        """asyncio streams to host:port; TLS with `ssl` (a tls.SSLContext), checking the server's
+        certificate carries `server_hostname` (default: host). Errors, TLS ones too, are OSError."""
         import network
 
-        return await network.open_connection(host, port, timeout_ms)  # type: ignore[attr-defined]
+        return await network.open_connection(host, port, timeout_ms, ssl,  # type: ignore[attr-defined]
+                                             server_hostname)
 
     def flash_free(self):
         import os

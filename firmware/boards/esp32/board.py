@@ -116,10 +116,20 @@ class Board:
         wlan = self._wlan()
         return wlan.status("rssi") if wlan.isconnected() else None
 
-    async def open_connection(self, host, port):
+    async def open_connection(self, host, port, ssl=None, server_hostname=None):
+        """asyncio streams to host:port; TLS with `ssl` (a tls.SSLContext), checking the server's
+        certificate carries `server_hostname` (default: host). Errors, TLS ones too, are OSError."""
         import asyncio
 
-        return await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port)
+        if ssl is None:
+            return reader, writer
+        sock = reader.s  # type: ignore[attr-defined]  # MicroPython's Stream: its socket
+        try:
+            return _tls_streams(sock, ssl, server_hostname or host)
+        except BaseException:
+            sock.close()  # a MicroPython Stream's close() does nothing: the socket must be closed
+            raise
 
     def flash_free(self):
         import os
@@ -129,3 +139,58 @@ class Board:
 
     def background(self):
         return []
+
+
+_TlsStream = []  # the class of _tls_streams, made at the first TLS connection (it needs asyncio)
+
+
+def _tls_streams(sock, ctx, server_hostname):
+    # TLS over the connected socket, as asyncio.open_connection(host, port, ssl) makes it, but: the TLS
+    # socket runs its handshake inside the first reads and writes and raises ValueError when the peer's
+    # certificate fails the check, from whichever read or write ran it, where the agent's MQTT client
+    # expects OSError of a broken stream; and it lets go of the socket it wraps without closing it.
+    # (Same as the emulator's network.tls_streams, tools/boardemu/vm/network.py.)
+    if not _TlsStream:
+        from asyncio.stream import Stream
+
+        class TlsStream(Stream):
+            def __init__(self, s, raw):
+                Stream.__init__(self, s)
+                self.raw = raw
+
+            async def readinto(self, buf):
+                try:
+                    return await Stream.readinto(self, buf)
+                except ValueError as e:
+                    raise _tls_error(e)
+
+            def write(self, buf):
+                try:
+                    Stream.write(self, buf)
+                except ValueError as e:
+                    raise _tls_error(e)
+
+            async def drain(self):
+                try:
+                    await Stream.drain(self)
+                except ValueError as e:
+                    raise _tls_error(e)
+
+            async def wait_closed(self):
+                # Let go of the sockets too: the MQTT client keeps its last streams until it connects
+                # again, and a TLS socket is about 2.7 KB of heap that a node retrying cannot spare.
+                s, raw = self.s, self.raw  # type: ignore[has-type]
+                if s is not None:
+                    s.close()
+                    raw.close()
+                    self.s = self.raw = None
+
+        _TlsStream.append(TlsStream)
+    s = ctx.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+    s.setblocking(False)
+    stream = _TlsStream[0](s, sock)
+    return stream, stream
+
+
+def _tls_error(e):
+    return OSError("TLS: " + " ".join(str(e).split()))  # mbedtls's text comes with line breaks

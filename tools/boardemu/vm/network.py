@@ -102,8 +102,13 @@ def connect(host, port, timeout_ms=10000):
     return s
 
 
-async def open_connection(host, port, timeout_ms=10000):
-    """asyncio (reader, writer) to host:port through the board's link; OSError 110 on time-out."""
+async def open_connection(host, port, timeout_ms=10000, ssl=None, server_hostname=None):
+    """asyncio (reader, writer) to host:port through the board's link; OSError 110 on time-out.
+
+    With `ssl` (a tls.SSLContext) the streams are TLS over the relayed bytes, as asyncio's
+    open_connection(host, port, ssl, server_hostname) makes them on a board: the handshake runs on the
+    first reads and writes, and fails with OSError("TLS: ...") (see tls_streams).
+    """
     import asyncio
 
     reader, writer = await asyncio.open_connection(*_gateway_hostport())
@@ -115,10 +120,69 @@ async def open_connection(host, port, timeout_ms=10000):
         except asyncio.TimeoutError:
             raise OSError(_ETIMEDOUT)
         _answer(line)
+        if ssl is not None:
+            return tls_streams(reader.s, ssl, server_hostname or host)
     except BaseException:
-        writer.close()
+        reader.s.close()  # a MicroPython Stream's close() does nothing: the socket must be closed
         raise
     return reader, writer
+
+
+_TlsStream = []  # the class of tls_streams, made at the first TLS connection (it needs asyncio)
+
+
+def tls_streams(sock, ctx, server_hostname):
+    """(reader, writer) of TLS with `ctx` over the connected non-blocking socket `sock`.
+
+    MicroPython's TLS socket does its handshake inside the first reads and writes and raises ValueError
+    when the peer's certificate fails the check, from whichever read or write ran it; the agent's MQTT
+    client expects OSError of a broken stream. Such a socket also lets go of the one it wraps without
+    closing it, so wait_closed() closes that too.
+    """
+    if not _TlsStream:
+        from asyncio.stream import Stream
+
+        class TlsStream(Stream):
+            def __init__(self, s, raw):
+                Stream.__init__(self, s)
+                self.raw = raw
+
+            async def readinto(self, buf):
+                try:
+                    return await Stream.readinto(self, buf)
+                except ValueError as e:
+                    raise _tls_error(e)
+
+            def write(self, buf):
+                try:
+                    Stream.write(self, buf)
+                except ValueError as e:
+                    raise _tls_error(e)
+
+            async def drain(self):
+                try:
+                    await Stream.drain(self)
+                except ValueError as e:
+                    raise _tls_error(e)
+
+            async def wait_closed(self):
+                # Let go of the sockets too: the MQTT client keeps its last streams until it connects
+                # again, and a TLS socket is about 2.7 KB of heap that a node retrying cannot spare.
+                s, raw = self.s, self.raw
+                if s is not None:
+                    s.close()
+                    raw.close()
+                    self.s = self.raw = None
+
+        _TlsStream.append(TlsStream)
+    s = ctx.wrap_socket(sock, server_hostname=server_hostname, do_handshake_on_connect=False)
+    s.setblocking(False)
+    stream = _TlsStream[0](s, sock)
+    return stream, stream
+
+
+def _tls_error(e):
+    return OSError("TLS: " + " ".join(str(e).split()))  # mbedtls's text comes with line breaks
 
 
 def _gateway_hostport():
