@@ -271,12 +271,13 @@ def provision(req: Request, on_check: Callable[[Check], None] | None = None, obs
     from fleet.board_session import BoardSession
     from fleet.home import fleet_name
     from fleet.registry import open_registry
-    from fleet.selftest import default_broker
+    from fleet.selftest import check_certificate, default_broker, require_ca
 
     if req.mount_mm is not None and req.kind != "water-level":
         raise FleetError("--mount-height is for water-level devices, not %s" % req.kind)
     run = _Run(req, on_check or (lambda check: None), observer)
-    broker = req.broker or default_broker()
+    broker = require_ca(req.broker or default_broker())
+    check_certificate(broker)  # a wrong CA is refused before the board is touched, not after its restart
     fleet, registry = fleet_name(), open_registry()
     run.session = BoardSession.open(req.port, req.baud)
     try:

@@ -20,8 +20,9 @@ import itertools
 import os
 import queue
 import random
+import ssl
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ REBIRTH_EVERY = 3.0  # seconds between rebirth commands to a device that has not
 CONNECT_TIMEOUT = 5.0
 DEFAULT_PORT, DEFAULT_TLS_PORT = 1883, 8883
 PASS, FAIL, PENDING = "PASS", "FAIL", "PENDING"
+NAME_MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH
 
 
 @dataclass
@@ -54,18 +56,48 @@ class Check:
 
 @dataclass(frozen=True)
 class BrokerAddress:
-    """Where the broker is, as a device reaches it (and the fleet, for the self-test)."""
+    """Where the broker is, as a device reaches it (and the fleet, for the self-test). With tls: `ca`, the
+    PEM text of the CA certificate(s) its certificate must chain to, and `server_name`, the name that
+    certificate must carry when it is not `host`."""
 
     host: str
     port: int
     tls: bool = False
+    ca: str | None = field(default=None, repr=False)
+    server_name: str | None = None
 
     def __str__(self) -> str:
         return "%s://%s:%d" % ("mqtts" if self.tls else "mqtt", self.host, self.port)
 
     def for_device(self) -> dict[str, Any]:
         """The `broker` object of the board's /device.json (agent/identity.py)."""
-        return {"host": self.host, "port": self.port, "tls": self.tls}
+        broker: dict[str, Any] = {"host": self.host, "port": self.port, "tls": self.tls}
+        if self.tls:
+            broker["ca"] = self.ca
+            if self.server_name:
+                broker["server_name"] = self.server_name
+        return broker
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A client context that checks the broker's certificate as the node does: chained to `ca` (the
+        system's CAs when there is none) and valid for `server_name`, else `host`."""
+        context = _NamedContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.server_name = self.server_name or self.host
+        if self.ca is None:
+            context.load_default_certs()
+        else:
+            context.load_verify_locations(cadata=self.ca)
+        return context
+
+
+class _NamedContext(ssl.SSLContext):
+    """Checks the peer against `server_name` whatever host was dialled (paho names the host it connects to)."""
+
+    server_name = ""
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["server_hostname"] = self.server_name
+        return super().wrap_socket(sock, *args, **kwargs)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -106,6 +138,59 @@ def default_broker(home: Path | None = None) -> BrokerAddress:
         raise FleetError("the broker listens on all addresses (%s): give the address the boards reach it at "
                          "with --broker mqtt://HOST:%d (or FLEET_BROKER)" % (bind or "*", port))
     return BrokerAddress(bind, port)
+
+
+def read_broker_ca(path: str) -> str:
+    """The CA certificate(s) in the PEM file `path`, as PEM text with nothing else (no key, no comments)
+    for the identity file; FleetError naming the file when it cannot be read or holds no certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    wanted = "--broker-ca needs the CA certificate(s), in PEM, that signed the broker's certificate"
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise FleetError("cannot read the broker CA file %s (%s); %s" % (path, error.strerror or error, wanted)) from None
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise FleetError("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----); %s" % (path, wanted)) from None
+    return "".join(cert.public_bytes(Encoding.PEM).decode() for cert in certificates)
+
+
+def with_ca(broker: BrokerAddress, ca_file: str | None) -> BrokerAddress:
+    """`broker` with the CA read from `ca_file` (--broker-ca); FleetError when a TLS broker has no CA
+    or a plain one is given one (it would go unused)."""
+    if ca_file is None:
+        return require_ca(broker)
+    if not broker.tls:
+        raise FleetError("--broker-ca is for a TLS broker, but %s is plain MQTT and would not use it: give the "
+                         "broker as mqtts://HOST:PORT, or drop --broker-ca (and FLEET_BROKER_CA)" % broker)
+    return replace(broker, ca=read_broker_ca(ca_file))
+
+
+def require_ca(broker: BrokerAddress) -> BrokerAddress:
+    """`broker`, unless it is a TLS broker without its CA (FleetError): a node refuses such an identity."""
+    if broker.tls and broker.ca is None:
+        raise FleetError("%s is a TLS broker: pass --broker-ca FILE (or set FLEET_BROKER_CA), the CA "
+                         "certificate(s) in PEM that signed the broker's certificate" % broker)
+    return broker
+
+
+def check_certificate(broker: BrokerAddress) -> None:
+    """FleetError when a TLS broker answers with a certificate its CA (or name) does not verify: a node
+    given this identity would refuse it. A broker that does not answer is left to the self-test."""
+    import socket
+
+    if not broker.tls:
+        return
+    try:
+        with socket.create_connection((broker.host, broker.port), timeout=CONNECT_TIMEOUT) as sock:
+            broker.tls_context().wrap_socket(sock).close()
+    except ssl.SSLCertVerificationError as error:
+        raise FleetError(_untrusted(broker, error)) from None
+    except OSError:
+        pass  # not reachable from here (yet): provisioning goes on, its check stays pending
 
 
 class BrokerUnreachable(FleetError):
@@ -235,7 +320,7 @@ class Watch:
         client.username_pw_set(user, secret)
         client.connect_timeout = CONNECT_TIMEOUT
         if self.broker.tls:
-            client.tls_set()
+            client.tls_set_context(self.broker.tls_context())
         put = self._inbox.put
         client.on_connect = lambda c, u, flags, reason, props: put(("connect", reason))
         client.on_subscribe = lambda c, u, mid, reasons, props: put(("suback", reasons))
@@ -255,6 +340,9 @@ class Watch:
 
         try:
             self._client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except ssl.SSLCertVerificationError as error:
+            # Not a broker that is down: the node, checking it the same way, would refuse it too.
+            raise FleetError(_untrusted(self.broker, error)) from None
         except (OSError, ValueError) as error:
             raise BrokerUnreachable("cannot reach the broker at %s (%s)"
                                     % (self.broker, getattr(error, "strerror", None) or error)) from None
@@ -350,6 +438,16 @@ class Watch:
             self._client.loop_stop()
 
 
+def _untrusted(broker: BrokerAddress, error: ssl.SSLCertVerificationError) -> str:
+    """Why the broker's certificate was refused, and what to do about it."""
+    why = error.verify_message or str(error)
+    if error.verify_code in NAME_MISMATCH:
+        return ("the broker at %s presented a certificate for another name (%s): give the broker by a name or "
+                "address its certificate carries" % (broker, why))
+    return ("the broker at %s presented a certificate that does not verify against the CA given (%s): pass "
+            "--broker-ca FILE with the CA that signed the broker's certificate" % (broker, why))
+
+
 def settle(registry: Registry, result: DeviceResult, timeout: float) -> str:
     """Record a self-test result in the registry: PASS makes the device active; PASS or FAIL."""
     if result.passed:
@@ -398,7 +496,7 @@ def sync(broker: BrokerAddress | None = None, timeout: float = 60.0) -> SyncOutc
     interrupted = [r["id"] for r in registry.find(state="provisioning")]
     if not pending:
         return SyncOutcome(done, {}, interrupted)
-    broker = broker or default_broker()
+    broker = require_ca(broker or default_broker())
     expected = {r["id"]: Expect(r["kind"], r.get("firmware")) for r in pending}
     with Watch(broker, fleet_name(), expected, ops_secret()) as watch:
         try:

@@ -6,18 +6,26 @@ generated files with a scripted device. On emulated boards: hil_tests/test_fleet
 from __future__ import annotations
 
 import ast
+import datetime
+import ipaddress
 import json
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 import fleet.flash
 import fleet.provision
 from agent.identity import parse as parse_identity
 from fleet.board_session import BoardSession
 from fleet.broker import ops_secret, run_broker, write_broker_files
+from fleet.cli.main import main
 from fleet.credentials import device_credential, verify_secret
 from fleet.errors import FleetError
 from fleet.provision import (
@@ -38,12 +46,14 @@ from fleet.selftest import (
     Watch,
     default_broker,
     parse_broker_url,
+    read_broker_ca,
     sync,
+    with_ca,
 )
 from protocols import messages, topics
 from protocols.state import State
 from protocols.telemetry import Telemetry
-from tests.brokerproc import free_port
+from tests.brokerproc import Broker, free_port
 
 UID = "240ac4abcdef"
 
@@ -438,3 +448,164 @@ def test_a_port_without_micropython_is_one_line_and_changes_nothing(home, monkey
     assert str(refused.value).startswith("no MicroPython REPL answered on fake://board")
     assert "unchanged" not in str(refused.value)  # nothing was opened: no state to report
     assert open_registry().all() == []
+
+
+# -- a TLS broker: its CA in the identity and in the self-test ----------------------------------------
+
+class Pki(NamedTuple):
+    """A test CA, the broker's certificate it signed, and a CA that signed nothing of ours."""
+
+    ca_pem: str
+    other_pem: str
+    ca_file: Path
+    other_file: Path
+    broker_files: tuple[Path, Path, Path]  # cafile, certfile, keyfile: tests.brokerproc.Broker(tls=...)
+
+
+def _certificate(subject: str, key, issuer: str, issuer_key, extension) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    name = lambda cn: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # noqa: E731
+    return (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(extension, critical=False).sign(issuer_key, hashes.SHA256()))
+
+
+def make_pki(folder: Path) -> Pki:
+    """Write a CA, another CA and the broker's key and certificate (for 127.0.0.1 and broker.test) to `folder`."""
+    pem = lambda cert: cert.public_bytes(serialization.Encoding.PEM).decode()  # noqa: E731
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    authority = x509.BasicConstraints(ca=True, path_length=None)
+    ca = _certificate("cityfleet test CA", keys[0], "cityfleet test CA", keys[0], authority)
+    other = _certificate("some other CA", keys[1], "some other CA", keys[1], authority)
+    names = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("broker.test")])
+    server = _certificate("broker", keys[2], "cityfleet test CA", keys[0], names)
+    files = {name: folder / name for name in ("ca.pem", "other.pem", "broker.pem", "broker.key")}
+    files["ca.pem"].write_text(pem(ca))
+    files["other.pem"].write_text(pem(other))
+    files["broker.pem"].write_text(pem(server))
+    files["broker.key"].write_bytes(keys[2].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    return Pki(pem(ca), pem(other), files["ca.pem"], files["other.pem"],
+               (files["ca.pem"], files["broker.pem"], files["broker.key"]))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_a_tls_identity_carries_the_ca_as_pem_and_the_agent_reads_it(pki, tmp_path):
+    # A file as exported from a PKI: a comment, two CAs, and a key that must not reach the board.
+    key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("subject=CN = cityfleet test CA\n" + pki.ca_pem + key + pki.other_pem.replace("\n", "\r\n"))
+    broker = with_ca(parse_broker_url("mqtts://broker.city.example"), str(bundle))
+    assert broker.ca == pki.ca_pem + pki.other_pem  # the certificates only, as PEM
+    assert hash(broker) == hash(with_ca(parse_broker_url("mqtts://broker.city.example"), str(bundle)))
+    assert "BEGIN" not in repr(broker) and str(broker) == "mqtts://broker.city.example:8883"
+    doc = identity_document("city", "wl-abcdef", "water-level", broker, "s3cret", {"mount_mm": 2750})
+    assert doc["broker"] == {"host": "broker.city.example", "port": 8883, "tls": True, "ca": broker.ca}
+    ident = parse_identity(json.loads(json.dumps(doc)))
+    assert (ident.tls, ident.server_name) == (True, "broker.city.example")
+    assert ident.ca == [x509.load_pem_x509_certificate(p.encode()).public_bytes(serialization.Encoding.DER)
+                        for p in (pki.ca_pem, pki.other_pem)]
+    named = BrokerAddress("10.0.0.5", 8883, True, pki.ca_pem, "broker.city.example")
+    doc = identity_document("city", "wl-abcdef", "water-level", named, "s3cret", {})
+    assert parse_identity(json.loads(json.dumps(doc))).server_name == "broker.city.example"
+    assert "ca" not in BrokerAddress("10.0.0.5", 1883).for_device()
+
+
+def test_the_ca_file_is_checked(pki, tmp_path):
+    with pytest.raises(FleetError, match=r"cannot read the broker CA file .*nope.pem \(No such file or directory\); "
+                                         r"--broker-ca needs the CA certificate\(s\), in PEM"):
+        read_broker_ca(str(tmp_path / "nope.pem"))
+    der = tmp_path / "ca.der"
+    der.write_bytes(x509.load_pem_x509_certificate(pki.ca_pem.encode()).public_bytes(serialization.Encoding.DER))
+    for bad in (der, pki.broker_files[2]):  # DER, and a key but no certificate
+        with pytest.raises(FleetError, match="holds no PEM certificate"):
+            read_broker_ca(str(bad))
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_provision_over_tls_writes_the_ca_into_the_identity(board, home, pki, capsys):
+    port = free_port()  # nothing listens there: the check stays pending
+    code, out, err = cli(capsys, "provision", "--port", "fake://board", "--kind", "water-level", "--site", "Quay",
+                         "--broker", "mqtts://127.0.0.1:%d" % port, "--broker-ca", str(pki.ca_file), "--timeout", "2")
+    assert code == 0 and "cannot reach the broker at mqtts://127.0.0.1:%d" % port in out, out + err
+    doc = json.loads(board.files["/device.json"])
+    assert doc["broker"] == {"host": "127.0.0.1", "port": port, "tls": True, "ca": pki.ca_pem}
+    assert parse_identity(doc).ca  # the node accepts it
+
+
+TLS, PLAIN = "mqtts://127.0.0.1:8883", "mqtt://127.0.0.1:1883"
+NO_CA = "fleet: mqtts://127.0.0.1:8883 is a TLS broker: pass --broker-ca FILE (or set FLEET_BROKER_CA), the CA "
+UNUSED = "fleet: --broker-ca is for a TLS broker, but mqtt://127.0.0.1:1883 is plain MQTT and would not use it"
+
+
+@pytest.mark.parametrize("options, env, says", [  # {tmp}: the test's folder, {ca}: the test CA's file
+    (["--broker", TLS], {}, NO_CA),
+    ([], {"FLEET_BROKER": TLS}, NO_CA),
+    (["--broker", TLS, "--broker-ca", "{tmp}/missing.pem"], {}, "fleet: cannot read the broker CA file "),
+    (["--broker", TLS, "--broker-ca", "{tmp}/notes.txt"], {}, "fleet: {tmp}/notes.txt holds no PEM certificate"),
+    (["--broker", PLAIN, "--broker-ca", "{ca}"], {}, UNUSED),
+    (["--broker", PLAIN], {"FLEET_BROKER_CA": "{ca}"}, UNUSED),
+])
+def test_a_tls_broker_without_its_ca_or_a_ca_for_a_plain_one_is_one_line(options, env, says, board, home, pki,
+                                                                          tmp_path, capsys, monkeypatch):
+    (tmp_path / "notes.txt").write_text("ask Jo for the CA\n")
+    fill = {"tmp": tmp_path, "ca": pki.ca_file}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(**fill))
+    typed = ["provision", "--port", "fake://board", "--kind", "water-level", "--site", "Quay"]
+    for argv in (typed, ["sync"]):
+        code, out, err = cli(capsys, *argv, *[option.format(**fill) for option in options])
+        assert (code, out) == (3, "") and err.startswith(says.format(**fill)) and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    assert board.events == [] and open_registry().all() == []  # refused before the board was touched
+
+
+@pytest.fixture(scope="module")
+def tls_broker(pki, tmp_path_factory):
+    """Mosquitto with a plain listener (for a scripted device) and a TLS one signed by the test CA."""
+    users = {"fleet-ops": "ops-secret", "wl-1": "wl-1-secret"}
+    with Broker(tmp_path_factory.mktemp("mosquitto-tls"), users=users, tls=pki.broker_files) as broker:
+        yield broker
+
+
+def test_the_self_test_checks_the_broker_against_the_given_ca(tls_broker, pki):
+    device = ScriptedDevice(tls_broker.port, "wl-1", "wl-1-secret")
+    try:
+        address = BrokerAddress("127.0.0.1", tls_broker.tls_port, True, pki.ca_pem)
+        with Watch(address, "city", {"wl-1": Expect("water-level")}, "ops-secret", rebirth_every=0.2) as watch:
+            watch.open()
+            assert watch.wait(10)["wl-1"].passed
+    finally:
+        device.close()
+    refused = [(BrokerAddress("127.0.0.1", tls_broker.tls_port, True, pki.other_pem),
+                "presented a certificate that does not verify against the CA given (", "pass --broker-ca FILE"),
+               (BrokerAddress("127.0.0.1", tls_broker.tls_port, True, pki.ca_pem, "elsewhere.example"),
+                "presented a certificate for another name (Hostname mismatch", "give the broker by a name")]
+    for address, why, fix in refused:
+        with Watch(address, "city", {"wl-1": Expect("water-level")}, "ops-secret") as watch:
+            with pytest.raises(FleetError) as failed:
+                watch.open()
+        assert not isinstance(failed.value, BrokerUnreachable)  # not pending: the node would refuse it too
+        said = str(failed.value)
+        assert said.startswith("the broker at mqtts://127.0.0.1:%d %s" % (tls_broker.tls_port, why)) and fix in said
+    named = BrokerAddress("127.0.0.1", tls_broker.tls_port, True, pki.ca_pem, "broker.test")
+    with Watch(named, "city", {"wl-1": Expect("water-level")}, "ops-secret") as watch:
+        watch.open()  # the certificate names broker.test: checked against that, not the address dialled
+
+
+def test_a_broker_the_ca_does_not_verify_is_refused_before_the_board_is_touched(board, home, tls_broker, pki):
+    wrong = BrokerAddress("127.0.0.1", tls_broker.tls_port, True, pki.other_pem)
+    with pytest.raises(FleetError, match="presented a certificate that does not verify against the CA given"):
+        provision(request(broker=wrong))
+    assert board.events == [] and board.files == {} and open_registry().all() == []

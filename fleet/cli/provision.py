@@ -14,6 +14,8 @@ from fleet.registry import KINDS
 PORT_HELP = "Serial port: a device path (/dev/ttyUSB0) or a pyserial URL (rfc2217://host:port, socket://host:port)."
 BROKER_HELP = ("Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT, as the devices reach it "
                "[default: $FLEET_BROKER, else the listener of `fleet broker config`].")
+BROKER_CA_HELP = ("With an mqtts:// broker: the PEM file of the CA certificate(s) that signed the broker's "
+                  "certificate, for the node's identity and the self-test [default: $FLEET_BROKER_CA].")
 TIMEOUT_HELP = "Seconds to wait for a device's birth and telemetry on the broker."
 MARKS = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]", "PENDING": "[yellow]WAIT[/]"}
 
@@ -27,6 +29,7 @@ MARKS = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]", "PENDING": "[yel
 @click.option("--id", "device_id", default=None,
               help="Device id [default: kind prefix and the last 6 digits of the board's unique id, e.g. wl-4f81c2].")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
 @click.option("--mount-height", "mount_mm", type=click.IntRange(30, 4500), default=None,
               help="water-level: the ranger's height above the street in mm [default: measured to the dry street].")
 @click.option("--board", type=click.Choice(["esp32", "emulator"]), default=None,
@@ -35,8 +38,8 @@ MARKS = {"PASS": "[green]PASS[/]", "FAIL": "[bold red]FAIL[/]", "PENDING": "[yel
 @click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, help=TIMEOUT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome and checklist as JSON (no secrets).")
 def provision(port: str, kind: str, site: str, lat: float | None, lon: float | None, device_id: str | None,
-              broker: str | None, mount_mm: int | None, board: str | None, baud: int, timeout: float,
-              as_json: bool) -> None:
+              broker: str | None, broker_ca: str | None, mount_mm: int | None, board: str | None, baud: int,
+              timeout: float, as_json: bool) -> None:
     """Turn the board on PORT into a working device of the fleet, and check it end to end.
 
     Identifies the board, flashes the agent when it is missing or outdated, calibrates the sensor on
@@ -54,15 +57,16 @@ def provision(port: str, kind: str, site: str, lat: float | None, lon: float | N
       fleet provision --port /dev/ttyUSB0 --kind water-level --site "Harbour Rd 12" --lat 53.54 --lon 9.98
       fleet provision --port /dev/ttyUSB0 --kind manhole-tilt --site "Mill St / 5th" --id mh-0042
       fleet provision --port /dev/ttyUSB1 --kind water-level --site "Quay 3" --mount-height 2750 --json
+      fleet provision --port /dev/ttyUSB0 --kind wind-load --site "Ring 4" --broker mqtts://10.0.0.5:8883 \\
+        --broker-ca city-ca.pem
     """
     from fleet.provision import Request
     from fleet.provision import provision as run
-    from fleet.selftest import parse_broker_url
 
     if mount_mm is not None and kind != "water-level":
         raise click.UsageError("--mount-height goes with --kind water-level")
-    request = Request(port, kind, site.strip(), lat, lon, device_id, parse_broker_url(broker) if broker else None,
-                      mount_mm, board, baud, timeout)
+    request = Request(port, kind, site.strip(), lat, lon, device_id, _broker(broker, broker_ca), mount_mm, board,
+                      baud, timeout)
     if as_json:
         outcome = run(request, None, _FlashProgress())
         click.echo(json.dumps(outcome.as_dict(), indent=1, sort_keys=True))
@@ -82,9 +86,10 @@ def provision(port: str, kind: str, site: str, lat: float | None, lon: float | N
 
 @click.command("sync")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
 @click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True, help=TIMEOUT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (no secrets).")
-def sync(broker: str | None, timeout: float, as_json: bool) -> None:
+def sync(broker: str | None, broker_ca: str | None, timeout: float, as_json: bool) -> None:
     """Bring the broker up to date with the registry and complete pending end-to-end checks.
 
     Rewrites the broker's passwd and ACL and reloads it, then waits for the birth and telemetry of
@@ -96,11 +101,11 @@ def sync(broker: str | None, timeout: float, as_json: bool) -> None:
     Examples:
       fleet sync
       fleet sync --broker mqtt://10.0.0.5:1883 --timeout 120
+      fleet sync --broker mqtts://10.0.0.5:8883 --broker-ca city-ca.pem
     """
-    from fleet.selftest import parse_broker_url
     from fleet.selftest import sync as run
 
-    outcome = run(parse_broker_url(broker) if broker else None, timeout)
+    outcome = run(_broker(broker, broker_ca), timeout)
     if as_json:
         click.echo(json.dumps(outcome.as_dict(), indent=1, sort_keys=True))
     else:
@@ -109,6 +114,16 @@ def sync(broker: str | None, timeout: float, as_json: bool) -> None:
         failed = sorted(device for device, (status, _) in outcome.devices.items() if status != "PASS")
         raise FleetError("FAIL: the end-to-end check of %s did not pass; they stay pending" % ", ".join(failed),
                          exit_code=EXIT_FAILURE)
+
+
+def _broker(url: str | None, ca_file: str | None) -> Any:
+    """The BrokerAddress of --broker and --broker-ca, checked; None (the fleet's default, resolved when
+    needed) when neither was given."""
+    from fleet.selftest import default_broker, parse_broker_url, with_ca
+
+    if url is None and ca_file is None:
+        return None
+    return with_ca(parse_broker_url(url) if url else default_broker(), ca_file)
 
 
 def _print_sync(outcome: Any) -> None:
