@@ -252,3 +252,47 @@ def test_shared_subscription_workers_lose_nothing_when_one_is_killed(fleet_facto
     check_store(fleet, sent)
     one, two = first.totals(), again.totals()
     assert one["received"] > 0 and two["received"] > 0
+
+
+def test_an_ota_campaign_over_simulated_devices_is_exact_and_an_abort_offers_no_later_wave(tmp_path):
+    from tools.bench_ota import Site, mismatches, overtaken
+
+    fast = ["--ota-boot-s", "0.2", "--ota-cut-s", "1"]
+    site = Site(tmp_path, 50)  # releases 1.1.0 and 1.2.0 of the emulator bundle 1.0.0, one module each
+    try:
+        run = site.sim("1.0.0", "--ota-cut-share", "0.1", "--seed", "3", *fast)
+        run.connected()
+        code, out, err, _ = site.rollout("1.1.0", "--waves", "10%,50%,100%", "--max-failures", "5%",
+                                         "--timeout", "2m")
+        sent = run.finish()
+        assert code == 0, out + err
+        status = site.status("c1")
+        assert status["campaign"]["state"] == "done" and status["campaign"]["sizes"] == [5, 25, 50]
+        assert status["campaign"]["counts"]["done"] == 50 == sent["totals"]["ota_done"]
+        assert mismatches(status, sent, status["devices"]) == []  # each device as the simulator reported
+        totals = sent["totals"]
+        assert totals["ota_cuts"] > 0 and totals["ota_failed"] == totals["ota_rolled_back"] == 0
+        served = sum(row["sent"] for row in status["devices"])
+        assert served > totals["ota_received"]  # the cut links lost chunks the fleet sent; none taken twice
+        assert {entry["ota"]["firmware"] for entry in sent["devices"].values()} == {"1.1.0"}
+
+        run = site.sim("1.1.0", "--ota-rollback-share", "0.3", "--seed", "5", *fast)
+        run.connected()
+        code, out, err, _ = site.rollout("1.2.0", "--waves", "10%,50%,100%", "--max-failures", "5%",
+                                         "--min-devices", "2", "--timeout", "2m")
+        sent = run.finish()
+        assert code == 1 and "campaign c2 aborted" in err, out + err
+        status = site.status("c2")
+        info = status["campaign"]
+        assert info["state"] == "aborted" and info["wave"] < 3 and info["counts"]["rolled_back"] >= 1
+        later = [row for row in status["devices"] if row["wave"] > info["wave"]]
+        assert later and all(row["state"] == "pending" for row in later)
+        assert all(not sent["devices"][row["device"]].get("ota") for row in later)  # not one offer reached them
+        # a device the abort closed as staged or cancelled carries on; its outcome came after the rollout
+        closed = overtaken(status["devices"])
+        assert mismatches(status, sent, [row for row in status["devices"] if row not in closed]) == []
+        rolled = [row for row in status["devices"] if row["state"] == "rolled_back"]
+        assert all(row["reason"] == "CRASHED" for row in rolled)
+        assert all(sent["devices"][row["device"]]["ota"]["firmware"] == "1.1.0" for row in rolled)
+    finally:
+        site.stop()

@@ -17,8 +17,9 @@ from protocols.config import Config
 from protocols.errors import ProtocolError
 from protocols.messages import decode, decode_up, encode
 from tools.fleetsim import device as simdevice
+from tools.fleetsim import items, report
 from tools.fleetsim import mqttwire as wire
-from tools.fleetsim import report
+from tools.fleetsim import session as simsession
 from tools.fleetsim.context import Context, Settings
 from tools.fleetsim.scenario import AIR_DENSITY, DRAG_COEFF, QUANTITIES, Variation, Weather, load
 
@@ -135,7 +136,7 @@ def make_device():
 def online(dev) -> FakeConn:
     conn = FakeConn()
     dev.conn = conn
-    dev.state = simdevice.ONLINE
+    dev.state = simsession.ONLINE
     dev.next_send = -1e9
     return conn
 
@@ -162,17 +163,19 @@ def test_birth_and_telemetry_are_the_agent_bytes(make_device):
     assert entry["telemetry"] == 1  # the second pack is still in flight
 
 
-def test_what_an_offline_device_used_is_lost(make_device):
-    dev = make_device(outbox_max=2)
+def test_offline_a_full_outbox_drops_the_oldest_health_is_skipped_and_an_ack_is_kept(make_device):
+    dev = make_device(outbox_max=3)
     dev.tick()  # seq 0
     dev.tick()  # seq 1
-    dev.tick()  # seq 2: the outbox holds 2, so seq 0 is dropped
-    dev.health()  # seq 3: live, and there is no connection
-    assert [item[2] for item in dev.outbox] == [1, 2]
-    assert dev.ledger.boot(1).lost.pairs() == [[0, 0], [3, 3]]
+    dev.tick()  # seq 2
+    dev.health()  # due while offline: skipped, no seq used (agent/app.py health)
+    dev.on_command("cmd/city/sim-x-1/ping", encode(Ping(7, 1234)))  # seq 3: into the outbox; 0 is dropped
+    assert [item[2] for item in dev.outbox] == [1, 2, 3]
+    assert dev.ledger.boot(1).lost.pairs() == [[0, 0]]
     conn = online(dev)
     dev.pump()
-    assert [decode_up("telemetry", p).seq for _t, p, _pid, _d, _r in conn.published()] == [1, 2]
+    sent = [decode(t, p) for t, p, *_ in conn.published()]
+    assert [(type(m).__name__, m.seq) for m in sent] == [("Telemetry", 1), ("Telemetry", 2), ("Ack", 3)]
 
 
 def test_a_lost_connection_requeues_the_outbox_in_order(make_device):
@@ -184,10 +187,13 @@ def test_a_lost_connection_requeues_the_outbox_in_order(make_device):
     dev.tick()
     assert sorted(item[2] for item in dev.inflight.values()) == [0, 1, 2, 3]  # the window of 4
     dev.health()
-    dev.on_lost(conn)  # the connection died on its own: the outbox resends, the live health is unsure
-    assert [item[2] for item in dev.outbox] == [0, 1, 2, 3]
-    assert dev.ledger.boot(1).uncertain == [[4, "health"], [40, "state"]]
-    assert dev.state == simdevice.OFFLINE and not dev.inflight
+    dev.birth()
+    dev.on_lost(conn)  # the connection died on its own: the outbox resends, the health not acknowledged
+    # is appended to it (agent/app.py publish_now); the birth is sent again on the next session
+    assert [item[2] for item in dev.outbox] == [0, 1, 2, 3, 4]
+    assert dev.outbox[-1][0] == items.OUTBOX and dev.outbox[-1][3] == items.HEALTH
+    assert dev.ledger.boot(1).uncertain == [[5, "state"], [40, "state"]]
+    assert dev.state == simsession.OFFLINE and not dev.inflight
 
 
 def test_reordering_sends_a_record_before_the_one_ahead_of_it(make_device):
@@ -205,7 +211,7 @@ def test_a_planned_cut_publishes_the_will_and_a_clean_end_does_not(make_device):
     dev = make_device()
     conn = online(dev)
     dev.will = (1, 0)
-    dev.state = simdevice.OUTAGE
+    dev.state = simsession.OUTAGE
     dev.planned = "abort"
     dev.on_lost(conn)
     conn = online(dev)
@@ -236,7 +242,7 @@ def test_misbehaviour_resends_with_dup_and_counts_it(make_device):
     dev.misbehaves = True
     conn = online(dev)
     dev.ctx.rnd = random.Random(0)
-    dev._store(simdevice.TELEMETRY, dev.next_seq(), up.telemetry(1, 0, [{0: "level", 2: 3, 6: int(T0)}]), 1)
+    dev._store(items.TELEMETRY, dev.next_seq(), up.telemetry(1, 0, [{0: "level", 2: 3, 6: int(T0)}]), 1)
     dev.pump()
     (_t, payload, pid, dup, _r), = conn.published()
     dev.on_puback(pid)
@@ -268,7 +274,7 @@ def test_every_kind_of_garbage_is_refused_by_the_fleet_reader():
     for n in range(5):
         kind, payload = simdevice.garbage(Pick(n), 3)  # type: ignore[arg-type]
         with pytest.raises(ProtocolError) as error:
-            decode_up(simdevice.TOPIC_KINDS[kind], payload)
+            decode_up(items.TOPIC_KINDS[kind], payload)
         reasons.append(error.value.reason)
     assert reasons == ["bad_cbor", "too_large", "bad_field", "missing_field", "bad_type"]
 

@@ -25,6 +25,7 @@ BENCHMARKS = [
     "tools.bench_store",
     "tools.bench_registry",
     "tools.bench_health",
+    "tools.bench_ota",
     "tools.bench_ingest",
     "tools.bench_ingest_memory",
     "tools.bench_endurance",

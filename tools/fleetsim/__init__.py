@@ -9,8 +9,17 @@
 
 Modules, one job each: `mqttwire` (MQTT 3.1.1 packets), `connection` (one device's socket, an asyncio
 Protocol), `scenario` (the emulator's scenarios as wire values), `device` (one node's behaviour),
-`report` (what was sent, and the gaps a store must show), `runner` (the scheduler, processes),
-`provision` (batch registration), `cli`.
+`firmware` (the release a device runs), `ota` (the agent's side of an update: offers, restarts, trial,
+rollback), `update` (update mode: pulls, checks, progress), `report` (what was sent, and the gaps a store
+must show), `runner` (the scheduler, processes), `provision` (batch registration), `cli`.
+
+OTA. Devices registered with `--board emulator` and run with `--bundle DIR` (the bundle they run: its
+version, files and trust list) take `fleet ota rollout` offers as the agent does: a restart into update
+mode (a new boot, a birth with the old version), the envelope checked (SHA-256, Ed25519 with
+`cryptography`), only the files that differ pulled and inflated into a running SHA-256, a restart on
+trial (a birth with the new version) and 4 done; `--ota-rollback-share`, `--ota-fail-share` and
+`--ota-cut-share` make a share roll back (CRASHED), run out of flash (NO_SPACE) or lose their link
+mid-download and resume. `make bench` (tools/bench_ota.py) runs campaigns over 1,000 of them.
 
 Why not gmqtt per device. Measured here (Mosquitto 2.0.11 on loopback, 2 cores): 10,000 gmqtt clients
 took 19.3 KB each and 4.2 s to connect; 10,000 connections of this module's Protocol 2.7 KB and 1.2 s.

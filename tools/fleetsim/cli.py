@@ -2,6 +2,13 @@
 
     fleet-sim provision --count 10000 --kind mixed            # FLEET_HOME's registry, passwd, acl
     fleet-sim run --duration 600 --scenario typhoon --speed 3 --rate 0.2 --procs 2 --report sent.json
+
+OTA: devices provisioned with `--board emulator` and run with `--bundle` (the `fleet build` bundle they
+run: its version, files and trust list) take the fleet's offers as agents do (`fleet ota rollout`):
+
+    fleet-sim provision --count 1000 --kind water-level --board emulator
+    fleet-sim run --bundle build/bundle-1.0.0 --duration 3600 --ota-rollback-share 0.2 --report sent.json &
+    fleet ota rollout 1.1.0 --waves 1%,10%,50%,100% --max-failures 5%; kill %1   # SIGTERM: report, exit
 """
 
 from __future__ import annotations
@@ -40,13 +47,16 @@ def cli() -> None:
               help="Devices file with the secrets [default: FLEET_HOME/fleetsim-devices.json; appended to].")
 @click.option("--reload/--no-reload", default=True, show_default=True,
               help="SIGHUP the fleet's running broker so the new accounts work at once.")
+@click.option("--board", default="fleetsim", show_default=True,
+              help="The board the registry lists (an OTA campaign takes devices of its release's board: "
+                   "emulator or esp32).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def provision(count: int, kind: str, prefix: str, first: int, home: Path | None, out: Path | None,
-              reload: bool, as_json: bool) -> None:
+              reload: bool, board: str, as_json: bool) -> None:
     """Register COUNT simulated devices with their own credentials and rewrite the broker's passwd/acl."""
     from tools.fleetsim.provision import provision as run_provision
 
-    figures = run_provision(_home(home), count, kind, prefix, first, out, reload)
+    figures = run_provision(_home(home), count, kind, prefix, first, out, reload, board=board)
     if as_json:
         click.echo(json.dumps(figures))
         return
@@ -90,14 +100,32 @@ def provision(count: int, kind: str, prefix: str, first: int, home: Path | None,
               help="Outbox messages a second per device after an outage.")
 @click.option("--procs", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes, each with a share of the devices.")
+@click.option("--drain-timeout", type=click.FloatRange(min=0.0), default=60.0, show_default=True,
+              help="After sampling, seconds to wait for outboxes to empty and updates to settle.")
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JSON report of what was sent here.")
+@click.option("--bundle", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="The `fleet build` bundle the devices run (version, files, trusted release keys) "
+                   "[default: none, version sim-1.0: every OTA release is refused, UNTRUSTED_KEY].")
+@click.option("--ota-boot-s", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Seconds each restart of an update takes (into update mode, trial, rollback).")
+@click.option("--ota-rollback-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of devices whose new release crashes on trial: rolled back, CRASHED.")
+@click.option("--ota-fail-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of devices without the flash an update needs: failed, NO_SPACE.")
+@click.option("--ota-cut-share", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+              help="Share of devices that lose their link once mid-download, then resume.")
+@click.option("--ota-cut-s", type=click.FloatRange(min=0.0), default=3.0, show_default=True,
+              help="How long that link stays down.")
 def run(devices_file: Path | None, home: Path | None, broker: str | None, count: int | None, duration: float,
         scenario: str, speed: float, rate: float | None, total_rate: float | None, jitter: float, health_s: float,
         outage_share: float, outage_s: float, misbehave_share: float, misbehave_p: float, outbox_max: int,
-        drain_rate: float, procs: int, seed: int, report_path: Path | None) -> None:
-    """Connect the simulated devices and run them; print the totals, write the report."""
+        drain_rate: float, procs: int, drain_timeout: float, seed: int, report_path: Path | None,
+        bundle: Path | None, ota_boot_s: float, ota_rollback_share: float, ota_fail_share: float,
+        ota_cut_share: float, ota_cut_s: float) -> None:
+    """Connect the simulated devices and run them; print the totals, write the report. SIGTERM ends the
+    sampling early (the outboxes drain and the report is written as usual)."""
     from tools.fleetsim import report
     from tools.fleetsim.context import Settings
     from tools.fleetsim.provision import DEVICES_FILE, load_devices
@@ -106,6 +134,8 @@ def run(devices_file: Path | None, home: Path | None, broker: str | None, count:
 
     if rate is not None and total_rate is not None:
         raise FleetError("give --rate (per device) or --total-rate (all devices), not both")
+    if ota_rollback_share + ota_fail_share + ota_cut_share > 1.0:
+        raise FleetError("--ota-rollback-share, --ota-fail-share and --ota-cut-share add up to more than 1")
     doc = load_devices(devices_file or _home(home) / DEVICES_FILE)
     specs = doc["devices"][:count] if count else doc["devices"]
     if not specs:
@@ -124,7 +154,14 @@ def run(devices_file: Path | None, home: Path | None, broker: str | None, count:
     settings = Settings(host=host, port=port, fleet=doc.get("fleet", "city"), duration=duration, scenario=scenario,
                         speed=speed, rate=per_device, jitter=jitter, health_s=health_s, outage_share=outage_share,
                         outage_s=outage_s, misbehave_share=misbehave_share, misbehave_p=misbehave_p,
-                        outbox_max=outbox_max, drain_rate=max(drain_rate, 2 * per_device), seed=seed)
+                        outbox_max=outbox_max, drain_rate=max(drain_rate, 2 * per_device), seed=seed,
+                        drain_timeout=drain_timeout, bundle=str(bundle) if bundle else None, ota_boot_s=ota_boot_s,
+                        ota_rollback_share=ota_rollback_share, ota_fail_share=ota_fail_share,
+                        ota_cut_share=ota_cut_share, ota_cut_s=ota_cut_s)
+    if bundle:
+        from tools.fleetsim.firmware import Firmware
+
+        Firmware.from_bundle(bundle)  # a bad bundle is one line here, not a traceback per process
     result = run_devices(settings, specs, procs)
     if report_path:
         report.write(result, report_path)
@@ -133,6 +170,10 @@ def run(devices_file: Path | None, home: Path | None, broker: str | None, count:
                "while sampling), %(readings)d readings in %(telemetry)d packs acknowledged; garbage %(garbage)d, "
                "duplicates %(duplicates)d, reordered %(reordered)d, outages %(outages)d, wills %(wills)d, "
                "lost %(lost)d, uncertain %(uncertain)d; RSS %(rss_mb).0f MB, max lag %(max_lag_s).2f s" % totals)
+    if totals["ota_offered"]:
+        click.echo("OTA: %(ota_offered)d devices offered, %(ota_taken)d updates taken; done %(ota_done)d, failed "
+                   "%(ota_failed)d, rolled back %(ota_rolled_back)d; %(ota_pulls)d pulls, %(ota_received)d bytes "
+                   "received, %(ota_cuts)d links cut mid-download" % totals)
     for proc in result["processes"]:
         if proc.get("errors"):
             click.echo("process %d errors: %s" % (proc["index"], json.dumps(proc["errors"])), err=True)

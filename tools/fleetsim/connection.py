@@ -44,6 +44,8 @@ class Connection(asyncio.Protocol):
             return
         device = self.device
         for kind, flags, body in packets:
+            if self.transport is None or self.transport.is_closing():
+                return  # cut while handling this read: the rest is lost with the link
             if kind == wire.PUBACK:
                 device.on_puback(struct.unpack_from("!H", body)[0])
             elif kind == wire.PUBLISH:

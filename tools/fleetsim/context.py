@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.senml_pack import PackBuilder
+from tools.fleetsim.firmware import Catalogue
 from tools.fleetsim.scenario import Weather, load
 
 
@@ -36,8 +37,14 @@ class Settings:
     misbehave_p: float = 0.1  # chance per sample of one misbehaviour, on such a device
     connect_concurrency: int = 200  # connection attempts in progress at once, per process
     drain_timeout: float = 60.0  # after `duration`, how long to wait for outboxes to empty
-    firmware: str = "sim-1.0"
+    firmware: str = "sim-1.0"  # the version a device runs without a bundle
     seed: int = 1
+    bundle: str | None = None  # the `fleet build` bundle every device runs at the start (its files, trust list)
+    ota_boot_s: float = 1.0  # a restart of an update, from the reset to the next connection attempt
+    ota_rollback_share: float = 0.0  # share of devices whose new release crashes on trial (rolled back)
+    ota_fail_share: float = 0.0  # share of devices with no flash to spare (failed NO_SPACE)
+    ota_cut_share: float = 0.0  # share of devices that lose their link once mid-download, then resume
+    ota_cut_s: float = 3.0  # how long that link stays down
 
 
 @dataclass
@@ -57,13 +64,14 @@ class Stats:
 
 class Context:
     """Shared by the devices of one process: loop, settings, the weather, one pack builder, one random
-    source, counters and the limit on connection attempts in progress."""
+    source, counters, the limit on connection attempts in progress and the firmware they run."""
 
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop, start_wall: float,
                  start_loop: float, seed: int) -> None:
         self.settings = settings
         self.loop = loop
         self.weather = Weather(load(settings.scenario))
+        self.catalogue = Catalogue.for_settings(settings)
         self.builder = PackBuilder(4)  # filled and emptied within one synchronous call: one is enough
         self.rnd = random.Random(seed)
         self.stats = Stats()

@@ -7,13 +7,19 @@ What it sends is what agent/app.py sends, encoded by the same `protocols.up` fun
   (agent/defaults.py), then one telemetry pack of the kind's measurements built by `PackBuilder`, `ut`
   on the first pack after a birth (agent/reporter.py); both go through an outbox first, drained oldest
   first, `window` in flight, at most `drain_rate` a second, kept through an outage (agent/uplink.py);
-- health every `health_s` and command acks are live: sent only while connected, their seq used either
-  way (agent/app.py `health`, `publish_now`), so one due during an outage is a gap;
+- health every `health_s`, command acks and OTA progress are published at once (agent/app.py
+  `publish_now`); one the broker does not PUBACK (the session dropped first) or that finds no session is
+  appended to the outbox with its seq and resent like a reading, so it is no gap; a health report due
+  while offline is skipped and uses no seq;
 - ping, config, rebirth and reboot are acknowledged as agent/commands.py does; reboot starts a new
-  boot id with seq skipped to the next block of 256 (agent/sequence.py).
+  boot id with seq skipped to the next block of 256 (agent/sequence.py);
+- OTA offers are taken as the agent takes them, with update mode, trial boot and rollback as restarts on
+  the wire (tools/fleetsim/ota.py, update.py); in update mode there is no sampling, health or outbox
+  drain, only pulls and live progress reports, and only chunks and offers are read.
 A misbehaving device also resends acknowledged messages (QoS 1 DUP), reorders its outbox and publishes
 garbage. Everything acknowledged, published by the broker (wills) or never published is written down in
-the device's `DeviceLedger` (tools/fleetsim/report.py).
+the device's `DeviceLedger` (tools/fleetsim/report.py). Its sessions with the broker (connect, lose,
+cut, restart, stop) are tools/fleetsim/session.py.
 """
 
 from __future__ import annotations
@@ -29,21 +35,26 @@ from protocols import up
 from protocols.cbor import dumps
 from protocols.errors import ProtocolError
 from tools.fleetsim import mqttwire as wire
-from tools.fleetsim.connection import Connection
+from tools.fleetsim.items import (
+    ACK,
+    BOGUS,
+    DUP,
+    EVENT,
+    GARBAGE,
+    HEALTH,
+    LIVE,
+    MODE,
+    OUTBOX,
+    STATE,
+    TELEMETRY,
+    TOPIC_KINDS,
+)
 from tools.fleetsim.report import DeviceLedger
 from tools.fleetsim.scenario import SENSOR, Variation
+from tools.fleetsim.session import MASK, OFFLINE, ONLINE, STOPPED, Sessions
 
-TELEMETRY, EVENT, HEALTH, STATE, ACK, BOGUS = range(6)
-TOPIC_KINDS = ("telemetry", "event", "health", "state", "ack", "bogus")
-# where an in-flight item came from
-OUTBOX, LIVE, GARBAGE, DUP = range(4)
-# device states
-OFFLINE, CONNECTING, ONLINE, DRAINING, OUTAGE, REBOOTING, STOPPED = range(7)
-SEQ_BLOCK = 256  # agent/sequence.py: a reboot skips to the next reserved block
-MASK = 0xFFFFFFFF
-CONNECT_TIMEOUT_S = 10.0
-BACKOFF = (1.0, 30.0)  # agent/link.py full-jitter backoff (base, cap); the agent caps at 60 s
-DRAIN_WAIT_S = 5.0  # before a planned cut, how long the in-flight messages may take to be acknowledged
+# what a device runs (tools/fleetsim/ota.py)
+AGENT, UPDATE_MODE = range(2)
 RECENT = 4  # acknowledged messages a misbehaving device keeps to resend
 
 
@@ -62,15 +73,15 @@ def garbage(rnd: random.Random, boot: int) -> tuple[int, bytes]:
     return BOGUS, dumps({0: 1, 1: boot, 2: 7})  # no up type "bogus": bad_type
 
 
-class SimDevice:
+class SimDevice(Sessions):
     """A device of spec {id, kind, username, password}, sharing `ctx` (tools/fleetsim/context.py)."""
 
     __slots__ = ("ctx", "id", "kind", "username", "password", "client_id", "topics", "cmd_filter", "ledger",
-                 "boot", "seq", "reset_cause", "var", "alarms", "outbox", "inflight", "flight", "pid", "conn",
-                 "state", "planned", "will", "send_ut", "next_health", "next_send", "timer", "config_version",
-                 "dropped", "misbehaves", "reorder", "recent", "last_tx", "started", "failures", "last_values")
+                 "var", "alarms", "outbox", "inflight", "pid", "send_ut", "next_health", "config_version",
+                 "dropped", "misbehaves", "reorder", "recent", "last_tx", "last_values", "firmware", "mode", "ota",
+                 "behaviour")  # and Sessions' slots
 
-    def __init__(self, ctx: Any, spec: dict[str, Any], misbehaves: bool = False) -> None:
+    def __init__(self, ctx: Any, spec: dict[str, Any], misbehaves: bool = False, behaviour: int = 0) -> None:
         self.ctx = ctx
         settings = ctx.settings
         self.id = spec["id"]
@@ -90,17 +101,17 @@ class SimDevice:
                        for name, rule in config_for(self.kind)[3].items()]
         self.outbox: deque[tuple[Any, ...]] = deque()
         self.inflight: dict[int, tuple[Any, ...]] = {}
-        self.flight = 0  # outbox records among inflight
+        self.flight = 0
         self.pid = 0
-        self.conn: Connection | None = None
+        self.conn = None
         self.state = OFFLINE
-        self.planned: str | None = None  # how we are ending the connection: "abort" or "disconnect"
-        self.will: tuple[int, int] | None = None  # (boot, seq) of the will registered with the broker
+        self.planned = None
+        self.will = None
         self.send_ut = True
         now = ctx.loop.time()
         self.next_health = now + 10.0 + ctx.rnd.uniform(0.0, settings.health_s)  # agent/app.py: 10 s after boot
         self.next_send = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer = None
         self.config_version = 0
         self.dropped = 0
         self.misbehaves = misbehaves
@@ -110,6 +121,10 @@ class SimDevice:
         self.started = now
         self.failures = 0
         self.last_values: list[tuple[str, float, str | None]] = []
+        self.firmware = ctx.catalogue.base  # tools/fleetsim/firmware.py: what it runs, shared
+        self.mode = AGENT
+        self.ota: Any = None  # tools/fleetsim/ota.py OtaSide, made at the first offer
+        self.behaviour = behaviour  # with the updates it takes (tools/fleetsim/update.py WORKS...)
 
     def restart_clock(self) -> None:
         """Sampling starts now: the first health report is due 10 s to 10 s + health_s later (agent/app.py
@@ -133,6 +148,8 @@ class SimDevice:
     # ---- sampling ----
     def tick(self) -> None:
         """One sample: alarm events, a telemetry pack, health when due, maybe a misbehaviour."""
+        if self.mode != AGENT:
+            return  # update mode reads no sensor
         ctx = self.ctx
         st = ctx.scenario_time()
         now = ctx.wall()
@@ -167,17 +184,19 @@ class SimDevice:
         self._store(TELEMETRY, seq, up.telemetry(self.boot, seq, records), len(values))
 
     def health(self) -> None:
-        """A health report (live: a seq used and lost when offline, as agent/app.py does)."""
+        """A health report, at once; one due while offline is skipped (agent/app.py `health`)."""
         ctx = self.ctx
         now = ctx.loop.time()
         self.next_health = now + ctx.settings.health_s
+        if self.state != ONLINE:
+            return
         st = ctx.scenario_time()
         seq = self.next_seq()
         payload = up.health(self.boot, seq, int(now - self.started), heap_free=60000 + ctx.rnd.randrange(4000),
                             heap_min=48000, flash_free=1_200_000, battery=ctx.weather.battery_mv(st),
                             rssi=ctx.weather.rssi(st), outbox=len(self.outbox) + self.flight, dropped=self.dropped,
                             reconnects=self.ledger.connects)
-        self._live(HEALTH, seq, payload)
+        self.live(HEALTH, seq, payload)
 
     def misbehave(self) -> None:
         """Resend an acknowledged message, reorder the next outbox window, or publish garbage."""
@@ -212,15 +231,23 @@ class SimDevice:
         self.ctx.stats.publishes += 1
         self.last_tx = self.ctx.loop.time()
 
-    def _live(self, kind: int, seq: int, payload: bytes) -> None:
+    def live(self, kind: int, seq: int, payload: bytes) -> None:
+        """Publish at once; with no session up, into the outbox (agent/app.py `publish_now`)."""
         if self.state == ONLINE:
             self._send((LIVE, self.boot, seq, kind, payload, 0))
+        else:
+            self._store(kind, seq, payload)
+
+    def mode_live(self, kind: int, seq: int, payload: bytes) -> None:
+        """Publish from update mode: live only, lost without a session (it has no outbox)."""
+        if self.state == ONLINE:
+            self._send((MODE, self.boot, seq, kind, payload, 0))
         else:
             self.ledger.boot(self.boot).lost.add(seq)
 
     def pump(self) -> None:
-        """Publish outbox records while the window and the drain rate allow."""
-        if self.state != ONLINE:
+        """Publish outbox records while the window and the drain rate allow (not in update mode)."""
+        if self.state != ONLINE or self.mode != AGENT:
             return
         settings = self.ctx.settings
         now = self.ctx.loop.time()
@@ -276,14 +303,29 @@ class SimDevice:
 
     # ---- commands ----
     def on_command(self, topic: str, payload: bytes) -> None:
-        """A command from the fleet: acknowledge it as agent/commands.py does."""
+        """A command from the fleet: acknowledge it as agent/commands.py does; offers and chunks go to the
+        device's update (tools/fleetsim/ota.py); update mode reads nothing else."""
         from protocols.messages import decode_down
+        from tools.fleetsim import ota
 
         kind = topic.rsplit("/", 1)[-1]
+        if kind == "ota" and not payload:
+            ota.on_offer(self, None)  # the fleet cleared its offer
+            return
+        if self.mode != AGENT and kind not in ("ota", "chunk"):
+            return
         try:
             command = decode_down(kind, payload)
         except ProtocolError:
             self.ctx.stats.error("bad_command")  # malformed: no cid to ack
+            return
+        if kind == "chunk":
+            update = self.ota.update if self.ota is not None else None
+            if update is not None:
+                update.chunk(command)
+            return
+        if kind == "ota":
+            ota.on_offer(self, command)
             return
         self.ledger.commands += 1
         if kind == "config":
@@ -307,174 +349,31 @@ class SimDevice:
     def ack(self, cid: int, reasons: list[str] | None, result: Any = None) -> None:
         """Acknowledge command `cid` (refused when there are reasons)."""
         seq = self.next_seq()
-        self._live(ACK, seq, up.ack(self.boot, seq, cid, 1 if reasons else 0, reasons, self.config_version, result))
+        self.live(ACK, seq, up.ack(self.boot, seq, cid, 1 if reasons else 0, reasons, self.config_version, result))
 
     def birth(self) -> None:
         """The retained birth; the next pack carries `ut` again."""
         seq = self.next_seq()
-        self._send((LIVE, self.boot, seq, STATE, up.state(self.boot, seq, True, self.ctx.settings.firmware,
+        self._send((LIVE, self.boot, seq, STATE, up.state(self.boot, seq, True, self.firmware.version,
                                                           self.config_version, self.reset_cause,
                                                           SENSOR[self.kind]), 0))
         self.send_ut = True
 
     # ---- the connection ----
-    async def connect(self) -> None:
-        """One connection attempt (the will's seq reserved first); on failure a retry with backoff."""
-        if self.state != OFFLINE:
-            return
-        self.state = CONNECTING
-        ctx = self.ctx
-        settings = ctx.settings
-        async with ctx.connecting:
-            boot, seq = self.boot, self.next_seq()
-            will = (self.topics[STATE].decode(), up.state(boot, seq, False), 1, True)
-            future: asyncio.Future[int] = ctx.loop.create_future()
-            conn = Connection(self, wire.connect(self.client_id, settings.keepalive, self.username, self.password,
-                                                 will), future)
-            try:
-                await asyncio.wait_for(ctx.loop.create_connection(lambda: conn, settings.host, settings.port),
-                                       CONNECT_TIMEOUT_S)
-                code = await asyncio.wait_for(future, CONNECT_TIMEOUT_S)
-            except OSError:
-                code = -1
-            except TimeoutError:
-                code = -2
-        if code == 0 and conn.transport is None:
-            code = -1  # accepted, then gone before we got here
-        if code == 0 and self.state != CONNECTING:  # stopped meanwhile: leave without a will
-            conn.close()
-            self.ledger.boot(boot).reserved.append(seq)
-            return
-        if code != 0:
-            conn.abort()
-            if code == -2:  # the broker may have taken the connection: the will may come
-                self.ledger.boot(boot).uncertain.append([seq, "state"])
-            else:
-                self.ledger.boot(boot).reserved.append(seq)
-            ctx.stats.error("connect_timeout" if code == -2 else "connect_failed" if code == -1
-                            else "connack_%d" % code)
-            self._retry()
-            return
-        self.conn = conn  # from here on its end is news (on_lost)
-        self.will = (boot, seq)
-        self.state = ONLINE
-        self.failures = 0
-        self.ledger.connects += 1
-        stats = ctx.stats
-        stats.connected += 1
-        stats.connected_peak = max(stats.connected_peak, stats.connected)
-        self.birth()
-        conn.write(wire.subscribe(self._pid(), self.cmd_filter, 1))
-        self.next_send = ctx.loop.time() - settings.window / settings.drain_rate
-        self.pump()
-
-    def _retry(self) -> None:
-        if self.state == STOPPED:
-            return
-        self.state = OFFLINE
-        base, cap = BACKOFF
-        delay = self.ctx.rnd.uniform(0, min(cap, base * 2 ** self.failures))
-        self.failures = min(self.failures + 1, 16)
-        self.ctx.loop.call_later(delay, self._reconnect)
-
-    def _reconnect(self) -> None:
-        if self.state == OFFLINE:
-            self.ctx.spawn(self.connect())
-
-    def on_lost(self, conn: Connection) -> None:
-        """The connection ended (we cut it, closed it, or it died)."""
-        if conn is not self.conn:
-            return
-        self.conn = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.ctx.stats.connected -= 1
-        planned, self.planned = self.planned, None
-        ledger = self.ledger
-        requeue = []
-        for item in self.inflight.values():
-            origin = item[0]
-            if origin == OUTBOX and self.state != STOPPED:
-                requeue.append(item)  # resent on the next session, as the outbox does
-            elif origin in (OUTBOX, LIVE):
-                ledger.boot(item[1]).uncertain.append([item[2], TOPIC_KINDS[item[3]]])
-            elif origin == GARBAGE:
-                ledger.garbage_unsure += 1
-        self.inflight.clear()
-        self.flight = 0
-        requeue.sort(key=lambda item: item[2])
-        self.outbox.extendleft(reversed(requeue))
-        if self.will is not None:
-            boot, seq = self.will
-            if planned == "abort":
-                ledger.boot(boot).wills.append(seq)  # the broker saw the socket die: it publishes the will
-            elif planned == "disconnect":
-                ledger.boot(boot).reserved.append(seq)
-            else:
-                ledger.boot(boot).uncertain.append([seq, "state"])  # the broker itself may be gone
-            self.will = None
-        if self.state in (ONLINE, DRAINING):
-            self.ctx.stats.error("connection_lost")
-            self._retry()
-
-    async def _drain_inflight(self) -> None:
-        deadline = self.ctx.loop.time() + DRAIN_WAIT_S
-        while self.inflight and self.ctx.loop.time() < deadline:
-            await asyncio.sleep(0.05)
-
-    async def outage(self, seconds: float) -> None:
-        """The link goes down for `seconds` (the broker publishes the will), then comes back and the
-        outbox drains its backlog."""
-        if self.state != ONLINE or self.conn is None:
-            return
-        self.state = DRAINING  # no new publishes: what is in flight gets its PUBACK, so nothing is unsure
-        await self._drain_inflight()
-        self.ledger.outages += 1
-        self.state = OUTAGE
-        if self.conn is not None:
-            self.planned = "abort"
-            self.conn.abort()
-        await asyncio.sleep(seconds)
-        self.state = OFFLINE
-        await self.connect()
-
     async def reboot(self) -> None:
         """Restart as on `fleet reboot`: the ack had a second to leave, then a hard reset (no DISCONNECT:
         the broker publishes the will), a new boot id and seq from the next block."""
         await asyncio.sleep(1.0)
-        if self.state not in (ONLINE, OFFLINE):
+        if self.state not in (ONLINE, OFFLINE) or not await self.shut_down(clean=False):
             return
-        if self.state == ONLINE:
-            self.state = DRAINING
-            await self._drain_inflight()
-        self.state = REBOOTING
-        if self.conn is not None:
-            self.planned = "abort"
-            self.conn.abort()
         await asyncio.sleep(0.5)
-        self.boot = (self.boot + 1) & MASK
-        self.seq = (self.seq // SEQ_BLOCK + 1) * SEQ_BLOCK & MASK
-        self.reset_cause = 2  # hard
-        self.state = OFFLINE
-        await self.connect()
+        if self.rebooting():
+            self.new_boot()
+            await self.connect()
 
     def idle(self) -> bool:
-        """Nothing left to send and no connection change under way."""
-        return not self.outbox and not self.inflight and self.state in (ONLINE, STOPPED)
-
-    def stop(self) -> None:
-        """End of the run: DISCONNECT (no will); whatever was never sent is lost."""
-        state = self.state
-        self.state = STOPPED
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.conn is not None and state in (ONLINE, DRAINING):
-            self.planned = "disconnect"
-            self.conn.close()
-        elif self.conn is not None:
-            self.conn.abort()
-        for item in self.outbox:
-            self.ledger.boot(item[1]).lost.add(item[2])
-        self.outbox.clear()
+        """Nothing left to send, no connection change and no update under way."""
+        side = self.ota
+        busy = side is not None and (side.taken is not None or side.settle is not None)
+        return (not self.outbox and not self.inflight and self.state in (ONLINE, STOPPED) and self.mode == AGENT
+                and not busy)

@@ -37,9 +37,11 @@ def device_ids(count: int, kind: str, prefix: str = "sim", first: int = 1) -> li
 
 
 def provision(home: Path, count: int, kind: str, prefix: str = "sim", first: int = 1,
-              out: Path | None = None, reload: bool = True, firmware: str = "sim-1.0") -> dict[str, Any]:
-    """Register the devices, write broker files (and SIGHUP a running broker when `reload`), write the
-    devices file. Returns figures: seconds per step and where the files are."""
+              out: Path | None = None, reload: bool = True, firmware: str = "sim-1.0",
+              board: str = "fleetsim") -> dict[str, Any]:
+    """Register the devices (as `board`, which an OTA campaign matches against its release's), write broker
+    files (and SIGHUP a running broker when `reload`), write the devices file. Returns figures: seconds per
+    step and where the files are."""
     from fleet.broker import reload_broker, write_broker_files
     from fleet.credentials import device_credential
     from fleet.home import fleet_name, write_atomic
@@ -53,7 +55,7 @@ def provision(home: Path, count: int, kind: str, prefix: str = "sim", first: int
     for device_id, device_kind in device_ids(count, kind, prefix, first):
         secret, credential = device_credential(device_id)
         records.append({"id": device_id, "kind": device_kind, "site": "simulated " + device_id,
-                        "credential": credential, "state": "active", "board": "fleetsim", "firmware": firmware})
+                        "credential": credential, "state": "active", "board": board, "firmware": firmware})
         devices.append({"id": device_id, "kind": device_kind, "username": credential["username"], "password": secret})
     made = time.perf_counter()
     registry = open_registry(home)

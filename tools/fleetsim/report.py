@@ -17,6 +17,12 @@ flight when a connection died on its own (the broker may or may not have them), 
 in acknowledged telemetry. `garbage` and `duplicates` count acknowledged bad messages and resends of
 already acknowledged ones (they use no sequence number); `garbage_unsure` bad messages in flight when a
 connection died on its own. Ranges are inclusive [first, last].
+
+A device that was offered an update also has "ota": {"offers", "cancels" (non-empty offers received,
+cancels among them), "taken" (the cids it restarted into update mode for), "pulls", "received" (chunk
+data bytes taken: each byte once, duplicates dropped), "cuts" (links lost mid-download on purpose),
+"restarts" (into and out of update mode), "outcome" ({cid, state: done | failed | rolled_back, reason,
+target} of its last update) and "firmware" (the version it runs at the end)}.
 """
 
 from __future__ import annotations
@@ -93,17 +99,36 @@ class BootLedger:
                 "readings": self.readings, "telemetry": self.telemetry}
 
 
+class OtaLedger:
+    """What one device did with OTA offers (made at its first offer)."""
+
+    __slots__ = ("offers", "cancels", "taken", "pulls", "received", "cuts", "restarts", "outcome", "firmware")
+
+    def __init__(self, firmware: str) -> None:
+        self.offers = self.cancels = self.pulls = self.received = self.cuts = self.restarts = 0
+        self.taken: list[int] = []
+        self.outcome: dict[str, Any] | None = None
+        self.firmware = firmware
+
+    def to_json(self) -> dict[str, Any]:
+        """The device's "ota" entry of the report."""
+        return {"offers": self.offers, "cancels": self.cancels, "taken": self.taken, "pulls": self.pulls,
+                "received": self.received, "cuts": self.cuts, "restarts": self.restarts, "outcome": self.outcome,
+                "firmware": self.firmware}
+
+
 class DeviceLedger:
     """What one device sent, by boot, and its counters."""
 
     __slots__ = ("kind", "boots", "garbage", "garbage_unsure", "duplicates", "reordered", "connects", "outages",
-                 "commands")
+                 "commands", "ota")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.boots: dict[int, BootLedger] = {}
         self.garbage = self.garbage_unsure = self.duplicates = self.reordered = 0
         self.connects = self.outages = self.commands = 0
+        self.ota: OtaLedger | None = None
 
     def boot(self, boot: int) -> BootLedger:
         """The ledger of boot `boot`, made on first use."""
@@ -112,12 +137,21 @@ class DeviceLedger:
             entry = self.boots[boot] = BootLedger()
         return entry
 
+    def ota_entry(self, firmware: str) -> OtaLedger:
+        """The OTA ledger, made on first use for a device running `firmware`."""
+        if self.ota is None:
+            self.ota = OtaLedger(firmware)
+        return self.ota
+
     def to_json(self) -> dict[str, Any]:
-        """The device's entry of the report."""
-        return {"kind": self.kind, "garbage": self.garbage, "garbage_unsure": self.garbage_unsure,
-                "duplicates": self.duplicates,
-                "reordered": self.reordered, "connects": self.connects, "outages": self.outages,
-                "commands": self.commands, "boots": {str(b): e.to_json() for b, e in sorted(self.boots.items())}}
+        """The device's entry of the report ("ota" only for a device that was offered an update)."""
+        out = {"kind": self.kind, "garbage": self.garbage, "garbage_unsure": self.garbage_unsure,
+               "duplicates": self.duplicates,
+               "reordered": self.reordered, "connects": self.connects, "outages": self.outages,
+               "commands": self.commands, "boots": {str(b): e.to_json() for b, e in sorted(self.boots.items())}}
+        if self.ota is not None:
+            out["ota"] = self.ota.to_json()
+        return out
 
 
 def expand(pairs: list[list[int]]) -> set[int]:
@@ -156,7 +190,8 @@ def expected_gaps(boot: dict[str, Any], stored: set[int] | None = None) -> list[
 
 
 TOTAL_KEYS = ("devices", "acked", "readings", "telemetry", "garbage", "garbage_unsure", "duplicates", "reordered",
-              "wills", "lost", "uncertain", "connects", "outages", "commands")
+              "wills", "lost", "uncertain", "connects", "outages", "commands", "ota_offered", "ota_taken", "ota_done",
+              "ota_failed", "ota_rolled_back", "ota_pulls", "ota_received", "ota_cuts")
 
 
 def totals(devices: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -173,6 +208,14 @@ def totals(devices: dict[str, dict[str, Any]]) -> dict[str, int]:
             out["wills"] += len(boot["wills"])
             out["lost"] += len(expand(boot["lost"]))
             out["uncertain"] += len(boot["uncertain"])
+        ota = entry.get("ota")
+        if ota is not None:
+            out["ota_offered"] += 1 if ota["offers"] else 0
+            out["ota_taken"] += len(ota["taken"])
+            if ota["outcome"] is not None:
+                out["ota_" + ota["outcome"]["state"]] += 1
+            for key in ("pulls", "received", "cuts"):
+                out["ota_" + key] += ota[key]
     return out
 
 

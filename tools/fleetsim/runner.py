@@ -2,9 +2,12 @@
 
 One process: every device is a `SimDevice` with a callback-driven connection; one scheduler (a heap of
 next sample times) calls their `tick()`, one sweeper sends PINGREQs to connections idle for half a
-keepalive. The run: connect everyone (at most `connect_concurrency` attempts at once), sample for
-`duration` seconds (from when all are connected) with outages started at random times in the first 80 % of it, then stop sampling,
-wait for the outboxes to drain (`drain_timeout`), DISCONNECT everyone and return the report.
+keepalive. The run: connect everyone (at most `connect_concurrency` attempts at once; a line on stderr
+says when all are), sample for `duration` seconds (from when all are connected) with outages started at
+random times in the first 80 % of it, then stop sampling, wait for the outboxes to drain and the updates
+under way to settle (`drain_timeout`), DISCONNECT everyone and return the report. SIGTERM or SIGINT ends
+the sampling early; the drain (at most `drain_timeout`), the goodbyes and the report follow as usual
+(with `--procs`, the parent passes the signal on).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import heapq
 import multiprocessing
 import random
 import resource
+import signal
+import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -24,6 +29,7 @@ from tools.fleetsim import report
 from tools.fleetsim.context import Context, Settings
 from tools.fleetsim.device import SimDevice
 from tools.fleetsim.mqttwire import PINGREQ_PACKET
+from tools.fleetsim.ota import behaviour
 
 YIELD_EVERY = 256  # samples between two yields to the loop, so PUBACKs are read while the heap is busy
 CONNECT_ALL_S = 120.0  # sampling starts when everyone is connected, or after this long
@@ -61,8 +67,19 @@ def run(settings: Settings, specs: list[dict[str, Any]], procs: int = 1) -> dict
                                   name="fleet-sim-%d" % k) for k in range(procs)]
         for child in children:
             child.start()
-        for child in children:
-            child.join()
+
+        def forward(signum: int, frame: Any) -> None:
+            for child in children:
+                if child.is_alive():
+                    child.terminate()
+
+        previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            for child in children:
+                child.join()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         failed = [child.name for child in children if child.exitcode != 0]
         if failed:
             raise RuntimeError("simulator process(es) %s failed; see their output above" % ", ".join(failed))
@@ -85,12 +102,18 @@ async def run_share(settings: Settings, specs: list[dict[str, Any]], start_wall:
     connected: dict[str, float] = {}
     ctx = Context(settings, loop, time.time(), began, settings.seed * 7919 + index)
     choose = random.Random(settings.seed * 104729 + index)
-    devices = [SimDevice(ctx, spec, misbehaves=choose.random() < settings.misbehave_share) for spec in specs]
+    updates = random.Random(settings.seed * 15485863 + index)  # its own draws: runs without OTA stay the same
+    devices = [SimDevice(ctx, spec, misbehaves=choose.random() < settings.misbehave_share,
+                         behaviour=behaviour(updates, settings)) for spec in specs]
     ctx.devices = devices
+    stop = asyncio.Event()  # SIGTERM or SIGINT: sampling ends now (the handlers go with the loop)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stopper = ctx.spawn(stop.wait())
     for device in devices:
         ctx.spawn(device.connect())
     watcher = ctx.spawn(_watch_connected(ctx, len(devices), began, rss_before, connected))
-    await asyncio.wait([watcher], timeout=CONNECT_ALL_S)
+    await asyncio.wait([watcher, stopper], timeout=CONNECT_ALL_S, return_when=asyncio.FIRST_COMPLETED)
     start_wall = max(start_wall, time.time())
     ctx.start_wall, ctx.start_loop = start_wall, loop.time() + (start_wall - time.time())
     start_loop = ctx.start_loop
@@ -102,14 +125,21 @@ async def run_share(settings: Settings, specs: list[dict[str, Any]], start_wall:
         if choose.random() < settings.outage_share:
             loop.call_at(start_loop + choose.uniform(first, last), _start_outage, ctx, device)
     sweeper = ctx.spawn(_keepalive(ctx))
+    memory = {"peak": rss_mb()}
+    meter = ctx.spawn(_watch_memory(memory))
     await asyncio.sleep(max(0.0, start_loop - loop.time()))
     published = ctx.stats.publishes
-    await _sample(ctx, devices, choose, end)
+    sampler = ctx.spawn(_sample(ctx, devices, choose, end))
+    await asyncio.wait([sampler, stopper], return_when=asyncio.FIRST_COMPLETED)
+    sampler.cancel()
+    stopper.cancel()
     sampled = ctx.stats.publishes - published
+    sampling_s = max(1e-3, loop.time() - start_loop)
     ctx.stopping = True
     drained = await _drain(ctx, devices, settings.drain_timeout)
     watcher.cancel()
     sweeper.cancel()
+    meter.cancel()
     for device in devices:
         device.stop()
     await _closed(ctx, devices)
@@ -117,8 +147,9 @@ async def run_share(settings: Settings, specs: list[dict[str, Any]], start_wall:
     process: dict[str, Any] = {"index": index, "devices": len(devices), "connect_s": connected.get("seconds"),
                "rss_before_mb": round(rss_before, 1), "rss_connected_mb": connected.get("rss"),
                "kb_per_device": connected.get("kb_per_device"), "publishes": stats.publishes,
-               "messages_s": round(sampled / settings.duration, 1), "max_lag_s": round(stats.max_lag_s, 3),
-               "drained": drained, "errors": stats.errors}
+               "messages_s": round(sampled / sampling_s, 1), "max_lag_s": round(stats.max_lag_s, 3),
+               "drained": drained, "errors": stats.errors,
+               "rss_peak_mb": round(memory["peak"], 1)}
     devices_json = {device.id: device.ledger.to_json() for device in devices}
     totals: dict[str, Any] = dict(report.totals(devices_json))
     totals.update(publishes=stats.publishes, messages_s=process["messages_s"], connected=stats.connected_peak,
@@ -141,6 +172,14 @@ async def _watch_connected(ctx: Context, count: int, began: float, rss_before: f
     rss = rss_mb()
     out["rss"] = round(rss, 1)
     out["kb_per_device"] = round((rss - rss_before) * 1024 / max(count, 1), 2)
+    print("fleet-sim: %d devices connected in %.2f s" % (count, out["seconds"]), file=sys.stderr, flush=True)
+
+
+async def _watch_memory(out: dict[str, float]) -> None:
+    """The highest resident memory seen while the devices run (sampled every second), in out["peak"]."""
+    while True:
+        await asyncio.sleep(1.0)
+        out["peak"] = max(out["peak"], rss_mb())
 
 
 async def _keepalive(ctx: Context) -> None:
