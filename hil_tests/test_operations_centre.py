@@ -102,7 +102,8 @@ def test_storms_raise_and_clear_each_alarm_once(site):
             assert len(mine) == 1, mine  # raised once and cleared once: no flapping
             assert mine[0]["raised_at"] < mine[0]["cleared_at"]
     for kind in EXPECTED:
-        assert health_of(site, site.devices[kind])["state"] == "healthy"
+        row = health_of(site, site.devices[kind])
+        assert row["state"] == "healthy", row
 
 
 def test_network_cut_goes_stale_then_backfills_in_order(site):
@@ -179,7 +180,8 @@ def test_garbage_is_quarantined_while_the_others_keep_flowing(site):
         assert wait_until(lambda: store.quarantine_count() >= quarantined + len(garbage), 30)
         site.boards["water-level"].set({"level_cm": "12"})
         assert wait_until(lambda: len(readings(site, site.devices["water-level"])) > water, 60)
-        assert health_of(site, device)["state"] == "healthy"
+        row = health_of(site, device)
+        assert row["state"] == "healthy", row
     finally:
         store.close()
         client.loop_stop()
