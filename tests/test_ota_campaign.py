@@ -169,6 +169,23 @@ def test_abort_cancels_and_clears_open_offers_and_leaves_staged_devices_alone():
     assert campaign.state == cp.ABORTED and campaign.doc["reason"] == "aborted by the operator"
 
 
+def test_reports_after_an_abort_tell_what_the_devices_it_caught_did():
+    # The abort assumes the devices it cancelled failed; a report that was on its way, or one the ingest
+    # stores later (`fleet ota status` merges them), tells what they did instead.
+    campaign = make(count=10, waves="50%,100%")
+    first = offered(campaign.step(T0, {}))
+    report(campaign, first[0], DOWNLOADING, percent=30, seq=1)
+    report(campaign, first[1], STAGED, seq=1)
+    campaign.abort("aborted by the operator", T0 + 5)
+    assert (campaign.devices[first[2]]["state"], campaign.devices[first[2]]["reason"]) == (FAILED, "CANCELLED")
+    report(campaign, first[2], DONE, seq=9)  # it had confirmed the release a moment before
+    report(campaign, first[0], FAILED, reason="CANCELLED", seq=2)  # the cancel seen
+    report(campaign, first[1], DONE, boot=2, seq=1)  # the staged one confirmed
+    report(campaign, first[3], DOWNLOADING, percent=80, seq=5)  # in-flight news after the outcome: ignored
+    assert [campaign.devices[n]["state"] for n in first[:4]] == [FAILED, DONE, DONE, FAILED]
+    assert campaign.devices[first[3]]["reason"] == "CANCELLED" and campaign.state == cp.ABORTED
+
+
 def test_a_device_that_rolled_back_is_never_done():
     campaign = make(count=4, waves="100%", max_failures="100%")
     a, b, c, d = offered(campaign.step(T0, {}))
