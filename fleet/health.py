@@ -13,9 +13,18 @@ States, the first that applies wins:
   sleeping nodes disconnect on purpose: a silence is only news past the device's own promise.
 - **degraded**: it talks, but its last health report or its history shows one of: battery below
   3400 mV, lowest free heap since boot below 8 KB, an outbox whose depth rose at each of its last 4
-  health reports, a sensor fault reported in its last health, or 3 or more births in the last 24 h.
+  health reports, a sensor fault since its previous health report, or 3 or more births in the last 24 h.
 - **healthy**: none of the above.
-An offline or stale device also lists its degraded reasons after the first one.
+An offline or stale device also lists its degraded reasons after the first one. Notes follow the reasons
+and never change the state: a sensor fault earlier in the boot, an unregistered device.
+
+A sensor fault: the last health names the boot's last fault (SPEC "Health" key 12) however long ago it
+was, so one transient fault (a load cell's first read after power-on) would degrade the device all boot.
+The agent also counts each fault under its code in the error counters (key 11), so the fault is news when
+its counter changed since the previous report of the same boot (`DeviceStatus.previous_health`), when
+the report is the first of its boot, or when the report has no counter for it (at most 8 are sent). Safe
+mode (`safe_mode`) is counted once, at setup, and reads no sensor all boot: it degrades whatever the
+counter says.
 
 Critical (`fleet health` exits 1): offline and stale devices, and a never-seen device whose identity
 was written more than an hour ago (state pending-selftest or active; the time is the registry's latest
@@ -52,11 +61,15 @@ RESETS_24H = 3  # births in 24 h that count as repeated resets
 STALE_FACTOR = 2  # silent past this many heartbeats: stale
 NEVER_SEEN_GRACE_S = 3600.0  # an identity written this long ago without a message is critical
 IDENTITY_ACTION = "identity written"  # the registry history entry written when the board got its identity
+SENSOR_FAULT = "sensor_fault"  # a fault since the previous health report: degraded
+EARLIER_SENSOR_FAULT = "earlier_sensor_fault"  # none since then, only earlier in the boot: a note
+# agent/ota_boot.py Idle (safe mode): counted once, at setup, yet no sensor is read all boot.
+LASTING_FAULTS = frozenset({"safe_mode"})
 
 
 @dataclass(frozen=True, slots=True)
 class Reason:
-    """Why a device is not healthy: a stable `code` for scripts and a `text` for people."""
+    """Why a device is in its state, or a note on it: a stable `code` for scripts and a `text` for people."""
 
     code: str
     text: str
@@ -83,6 +96,7 @@ def evaluate(record: Mapping[str, Any] | None, status: DeviceStatus | None, gaps
         return Assessment(NEVER_SEEN, (reason, *extra), _never_seen_critical(record, now), heartbeat)
     missing = sum(g.last - g.first + 1 for g in gaps if g.device == status.device and g.boot == status.boot)
     degraded = degraded_reasons(status, now)
+    extra = [*notes(status), *extra]
     if status.online is False:
         when = status.offline_at if status.offline_at is not None else status.last_seen
         first = Reason("offline", "last will of boot %s, %s ago" % (status.boot, human_duration(now - when)))
@@ -126,12 +140,50 @@ def degraded_reasons(status: DeviceStatus, now: float) -> list[Reason]:
     if len(trend) == OUTBOX_TREND_LEN and all(a < b for a, b in zip(trend, trend[1:], strict=False)):
         reasons.append(Reason("outbox_growing", "outbox growing: %s messages over the last %d health reports"
                               % (" -> ".join(str(n) for n in trend), OUTBOX_TREND_LEN)))
-    fault = health.get("fault")
-    if fault:
-        reasons.append(Reason("sensor_fault", "sensor fault %s reported in its last health" % fault))
+    fault = sensor_fault(status)
+    if fault is not None and fault.code == SENSOR_FAULT:
+        reasons.append(fault)
     if status.births_24h >= RESETS_24H:
         reasons.append(Reason("resets", "%d boots in the last 24 h" % status.births_24h))
     return reasons
+
+
+def notes(status: DeviceStatus) -> list[Reason]:
+    """What is worth knowing of the device's status without changing its state."""
+    fault = sensor_fault(status)
+    return [fault] if fault is not None and fault.code == EARLIER_SENSOR_FAULT else []
+
+
+def sensor_fault(status: DeviceStatus) -> Reason | None:
+    """The last health's sensor fault (None: none since boot): SENSOR_FAULT when it happened since the
+    previous health report of the boot, else EARLIER_SENSOR_FAULT (see the module's docstring)."""
+    health = status.health or {}
+    fault = health.get("fault")
+    if not fault:
+        return None
+    if fault in LASTING_FAULTS:
+        return Reason(SENSOR_FAULT, "sensor fault %s: no sensor is read in this boot" % fault)
+    if status.previous_health is None:
+        return Reason(SENSOR_FAULT, "sensor fault %s in the first health report of this boot" % fault)
+    count = _fault_count(health, fault)
+    if count is None:
+        # The counters keep at most 8 codes (agent/health_report.py): without this one, whether the fault
+        # is still happening cannot be told, so the old rule holds: a reported fault degrades.
+        return Reason(SENSOR_FAULT, "sensor fault %s in its last health (no error counter for it)" % fault)
+    # A code missing from the previous counters was not counted yet (or fell past the 8): taken as 0,
+    # so an unknown past degrades rather than hides the fault.
+    before = _fault_count(status.previous_health, fault) or 0
+    if count == before:
+        return Reason(EARLIER_SENSOR_FAULT, "sensor fault %s last seen earlier in this boot (%d time%s)"
+                      % (fault, count, "" if count == 1 else "s"))
+    return Reason(SENSOR_FAULT, "sensor fault %s since its previous health report (count %d -> %d)"
+                  % (fault, before, count))
+
+
+def _fault_count(health: Mapping[str, Any], code: str) -> int | None:
+    counters = health.get("errors")
+    count = counters.get(code) if isinstance(counters, dict) else None
+    return int(count) if _number(count) else None
 
 
 def _never_seen_critical(record: Mapping[str, Any] | None, now: float) -> bool:

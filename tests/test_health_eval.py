@@ -96,6 +96,66 @@ def test_all_degradations_are_listed_in_a_fixed_order():
         "low_battery", "low_heap", "outbox_growing", "sensor_fault", "resets"]
 
 
+def faulty(count: int, before: int | None, fault: str = "echo_timeout") -> DeviceStatus:
+    """A status whose last health names `fault`, counted `count` times; the previous report counted it
+    `before` times (None: no counter for it)."""
+    health = {"uptime": 7200, "battery": 3900, "errors": {"wifi": 1, fault: count}, "fault": fault}
+    counters = {"wifi": 1} if before is None else {"wifi": 1, fault: before}
+    return status(health=health, previous_health={"uptime": 6900, "errors": counters})
+
+
+def test_a_sensor_fault_not_counted_since_the_previous_report_is_a_note_not_a_degradation():
+    got = evaluate(record(), faulty(1, 1, fault="load_timeout"), [], NOW)
+    assert (got.state, codes(got), got.critical) == (HEALTHY, ["earlier_sensor_fault"], False)
+    assert got.reasons[0].text == "sensor fault load_timeout last seen earlier in this boot (1 time)"
+    # the previous report may already have named the fault: only its counter matters
+    named = faulty(3, 3, fault="load_timeout")
+    assert named.previous_health is not None
+    named.previous_health["fault"] = "load_timeout"
+    again = evaluate(record(), named, [], NOW)
+    assert (again.state, codes(again)) == (HEALTHY, ["earlier_sensor_fault"])
+    assert "(3 times)" in again.reasons[0].text
+
+
+def test_a_sensor_fault_counted_since_the_previous_report_degrades():
+    got = evaluate(record(), faulty(4, 1), [], NOW)
+    assert (got.state, codes(got), got.critical) == (DEGRADED, ["sensor_fault"], False)
+    assert got.reasons[0].text == "sensor fault echo_timeout since its previous health report (count 1 -> 4)"
+    # not counted in the previous report (its first since boot): counted from 0
+    assert codes(evaluate(record(), faulty(1, None), [], NOW)) == ["sensor_fault"]
+
+
+def test_a_sensor_fault_in_the_first_health_report_of_a_boot_degrades():
+    st = status(health={"uptime": 60, "errors": {"load_timeout": 1}, "fault": "load_timeout"}, previous_health=None)
+    got = evaluate(record(), st, [], NOW)
+    assert (got.state, codes(got)) == (DEGRADED, ["sensor_fault"])
+    assert "first health report of this boot" in got.reasons[0].text
+
+
+def test_a_sensor_fault_without_its_counter_degrades_as_it_cannot_be_told_old():
+    # the agent sends at most 8 counters: the fault's own may be missing, in both reports alike
+    full = {"c%d" % i: 5 for i in range(8)}
+    st = status(health={"uptime": 7200, "errors": full, "fault": "echo_timeout"},
+                previous_health={"uptime": 6900, "errors": full})
+    got = evaluate(record(), st, [], NOW)
+    assert (got.state, codes(got)) == (DEGRADED, ["sensor_fault"])
+    assert "no error counter" in got.reasons[0].text
+    no_counters = status(health={"uptime": 7200, "fault": "echo_timeout"}, previous_health={"uptime": 6900})
+    assert codes(evaluate(record(), no_counters, [], NOW)) == ["sensor_fault"]
+
+
+def test_safe_mode_degrades_all_boot_though_counted_once():
+    got = evaluate(record(), faulty(1, 1, fault="safe_mode"), [], NOW)
+    assert (got.state, codes(got)) == (DEGRADED, ["sensor_fault"])
+    assert "safe_mode" in got.reasons[0].text
+
+
+def test_the_earlier_fault_note_follows_the_reasons_of_any_state():
+    st = faulty(2, 2)
+    st.online, st.offline_at, st.health = False, NOW - 90, {**(st.health or {}), "battery": 3000}
+    assert codes(evaluate(None, st, [], NOW)) == ["offline", "low_battery", "earlier_sensor_fault", "unregistered"]
+
+
 def test_stale_is_judged_against_twice_the_smallest_declared_ut():
     st = status(ut={"level": 60, "rise": 900})
     assert heartbeat_of(None, st) == 60

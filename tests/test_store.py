@@ -248,6 +248,26 @@ def test_status_birth_will_health_ack_ota(store: Store) -> None:
     assert (store.status()[0].online, store.status()[0].outbox_trend) == (True, [])
 
 
+def test_status_gives_the_previous_health_of_the_boot_of_the_last(store: Store) -> None:
+    def health(boot: int, seq: int, count: int, outbox: int | None = None) -> Inbound:
+        report = Health(boot, seq, 60 * seq, outbox=outbox, errors={"echo_timeout": count}, fault="echo_timeout")
+        return inbound("wl1", report, received=T0 + seq)
+
+    boot4 = {"uptime": 120, "outbox": 0, "errors": {"echo_timeout": 1}, "fault": "echo_timeout"}
+    store.ingest(Batch([birth("wl1", 4, 1), health(4, 2, 1, outbox=0), health(4, 3, 2, outbox=0)]))
+    assert store.status()[0].previous_health == boot4
+    store.ingest(Batch([birth("wl1", 5, 1, received=T0 + 10)]))
+    status = store.status()[0]  # boot 5 has no health yet: the last is boot 4's, and so is the one before
+    assert ((status.health or {})["uptime"], status.previous_health, status.outbox_trend) == (180, boot4, [])
+    store.ingest(Batch([health(5, 2, 1, outbox=1)]))
+    assert store.status()[0].previous_health is None  # the first of boot 5: boot 4's do not count
+    # one without an outbox depth: the previous report all the same, not part of the outbox trend
+    store.ingest(Batch([health(5, 3, 3), health(5, 4, 3, outbox=2)]))
+    for status in (store.status()[0], store.status("wl1")[0]):
+        assert status.previous_health == {"uptime": 180, "errors": {"echo_timeout": 3}, "fault": "echo_timeout"}
+        assert (status.health or {})["uptime"] == 240 and status.outbox_trend == [1, 2]
+
+
 def test_a_reconnect_is_not_a_reset(store: Store) -> None:
     store.ingest(Batch([birth("wl1", 4, 2, received=T0), birth("wl1", 4, 9, received=T0 + 60),
                         birth("wl1", 5, 2, received=T0 + 120)]))

@@ -126,6 +126,9 @@ class DeviceStatus:
     health_at: float | None
     births_24h: int
     outbox_trend: list[int]  # outbox depth of the last 4 health messages of the current boot, oldest first
+    # The Health message before `health` in the same boot (same keys), None when `health` is the first of
+    # its boot: its error counters (key 11) tell whether the last sensor fault is still happening.
+    previous_health: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
