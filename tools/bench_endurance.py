@@ -78,11 +78,12 @@ def run() -> dict:
                 except AssertionError:
                     silent.add(kind)
             started = time.monotonic()
-            played = dict.fromkeys(NODES, -1e9)
+            played: dict[str, float | None] = dict.fromkeys(NODES)  # when each scenario last started
             configured = False
             while (elapsed := time.monotonic() - started) < DURATION_S:
                 for kind, (_device, _cal, scenario, speed, every, _config) in NODES.items():
-                    if elapsed - played[kind] >= (every or 1e12):
+                    last = played[kind]
+                    if last is None or (every is not None and elapsed - last >= every):
                         _play(boards[kind], scenario, speed)
                         played[kind] = elapsed
                 if not configured and elapsed >= DURATION_S / 2:
