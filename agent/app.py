@@ -203,6 +203,8 @@ class Agent:
             try:
                 await task()
             except Exception as error:  # noqa: BLE001 - the agent must outlive any one bug
+                if isinstance(error, MemoryError):
+                    transient.spare()  # the heap held for loads goes to the running tasks first
                 self._count("task")
                 print("agent: task failed:")
                 sys.print_exception(error)

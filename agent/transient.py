@@ -34,6 +34,13 @@ def hold(blocks):
     call(int)  # a call of nothing: its end takes the room
 
 
+def spare():
+    """Give the room held for loads back to the rest of the agent (a task ran out of heap): the room is
+    only worth keeping while nothing else needs it. The end of the next call takes it again if it can."""
+    for i in range(1, 9):
+        _room[i] = None
+
+
 def call(fn, *args):
     """fn(*args), then drop the modules it imported."""
     outer = not _depth[0] and _room[0]
