@@ -438,7 +438,10 @@ def test_a_network_cut_mid_download_resumes_where_it_stopped(site, releases):
     offsets = [offset for i, offset in pulls if i == index]
     assert offsets[:4] == [0, WINDOW * CHUNK, 2 * WINDOW * CHUNK, cut_at], offsets
     assert offsets == sorted(offsets) and offsets.count(0) == 1, offsets  # never started over
-    assert server.served[name].by_index[index] == release.manifest.files[index - 1][3]  # every byte once
+    # Nothing sent again but what was in flight: a window whose chunks come later than the device's
+    # 5 s wait (a loaded machine) is pulled once more, never the file from the start.
+    size, served = release.manifest.files[index - 1][3], server.served[name].by_index[index]
+    assert size <= served <= size + WINDOW * CHUNK, (served, size)
 
     # and an older release is refused now
     older = site.serve("1.1.0")
@@ -499,8 +502,10 @@ def test_a_power_cut_in_update_mode_resumes_from_what_the_flash_kept(site, relea
     site.progress(name, cid, (STAGED,), mark, timeout=180)
     site.birth(name, "1.7.0", timeout=90)
     site.progress(name, cid, (DONE,))
-    # after the cut the file went on from its flushed windows: no byte of it was sent twice
-    assert server.served[name].by_index[index] == release.manifest.files[index - 1][3]
+    # after the cut the file went on from its flushed windows (two of them), not from its start: at most a
+    # window in flight is pulled again on a loaded machine
+    size, served = release.manifest.files[index - 1][3], server.served[name].by_index[index]
+    assert size <= served <= size + WINDOW * CHUNK, (served, size)
     assert board.status()["reset_causes"].get("power_on", 0) >= 2
     files = flash_files(board)
     assert slot_of(files) == "b" and slot_hashes(files, "b") == bundle_hashes(releases.bundles["1.7.0"])
