@@ -77,3 +77,19 @@ def test_new_board_needs_a_kind_and_sane_settings(tmp_path):
     (tmp_path / "board.json").write_text("{not json")
     with pytest.raises(BoardEmuError, match="not JSON"):
         boardconf.load(tmp_path)
+
+
+def test_the_console_log_keeps_what_the_board_printed_in_two_bounded_files(tmp_path):
+    from tools.boardemu.host import ConsoleLog
+
+    log = ConsoleLog(tmp_path / "console.log", 100)
+    log.write(b"boot\r\n" * 10)  # 60 bytes
+    log.write(b"x" * 50)  # past 100: the 60 bytes become console.log.1
+    assert (tmp_path / "console.log.1").read_bytes() == b"boot\r\n" * 10
+    assert (tmp_path / "console.log").read_bytes() == b"x" * 50
+    log.write(b"y" * 60)  # past again: the older file is replaced, never a third one
+    assert (tmp_path / "console.log.1").read_bytes() == b"x" * 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["console.log", "console.log.1"]
+    again = ConsoleLog(tmp_path / "console.log", 100)  # a restarted host counts what is there
+    again.write(b"z" * 50)
+    assert (tmp_path / "console.log").read_bytes() == b"z" * 50

@@ -27,6 +27,9 @@ from tools.boardemu.vmproc import VM_DIR, VmProcess
 log = logging.getLogger("boardemu.host")
 SOFT_REBOOT = b"MPY: soft reboot\r\n"  # what pyexec-based firmware prints (mpremote waits for it)
 CAUSES = ("power_on", "hard", "wdt", "soft", "deepsleep")
+CONSOLE_LOG = "console.log"
+#: Past this size console.log becomes console.log.1 (the one before is dropped): two files at most.
+CONSOLE_LOG_BYTES = 1 << 20
 
 
 class BoardHost:
@@ -63,6 +66,7 @@ class BoardHost:
         self.causes: collections.Counter = collections.Counter()
         self.history: collections.deque = collections.deque(maxlen=20)
         self.rx_dropped = 0
+        self._console = ConsoleLog(self.dir / CONSOLE_LOG, CONSOLE_LOG_BYTES)
 
     @property
     def raw_repl(self) -> bool:
@@ -124,7 +128,9 @@ class BoardHost:
         vm.send(data)
 
     def _vm_output(self, data: bytes) -> None:
-        self.transmit(self._output.feed(data))
+        shown = self._output.feed(data)
+        self._console.write(shown)
+        self.transmit(shown)
 
     def _on_marker(self, name: str) -> None:
         if name == "up":
@@ -297,3 +303,31 @@ if __name__ == "__main__":
     from tools.boardemu.hostmain import main
 
     raise SystemExit(main())
+
+
+class ConsoleLog:
+    """What the board printed on its serial line, kept in its folder whether or not a tool reads the port
+    (a demo's or a test's boards run unattended): a console.log and one older file, `limit` bytes each."""
+
+    def __init__(self, path: Path, limit: int):
+        self.path = path
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._size = path.stat().st_size if path.exists() else 0
+        self._failed = False
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._lock:
+            try:
+                if self._size and self._size + len(data) > self.limit:
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                    self._size = 0
+                with open(self.path, "ab") as f:
+                    f.write(data)
+                self._size += len(data)
+            except OSError as exc:  # the serial line matters more than its copy: say so once, go on
+                if not self._failed:
+                    log.warning("console log %s: %s", self.path, exc)
+                self._failed = True
