@@ -110,12 +110,6 @@ class Alarm:
         self._run = 0
 
 
-def from_entry(name, entry):
-    """Alarm built from a config entry {0 measure, 1 raise, 2 clear, 3 confirm s, 4 level, 5..7 optional}."""
-    return Alarm(name, entry[0], entry[1], entry[2], entry.get(3, 0), entry.get(4, 2),
-                 entry.get(6, 1), entry.get(5), entry.get(7))
-
-
 class AlarmStore:
     """Active alarm names persisted at `path`."""
 

@@ -14,10 +14,22 @@ import time
 
 # Every module the running agent keeps is imported here, before any per-call load: one first imported
 # inside agent.transient.call() would be dropped from sys.modules with the call's own modules.
-from agent import commands, config, link, outbox, reporter, scheduler, sequence, transient, uplink  # noqa: F401
+from agent import (  # noqa: F401
+    alarm,
+    commands,
+    config,
+    filters,
+    link,
+    outbox,
+    reporter,
+    scheduler,
+    sequence,
+    transient,
+    uplink,
+)
 from agent.errors import AgentError, SensorFault
 from agent.sensing import make_sensor
-from protocols import topics, up
+from protocols import topics
 
 DATA = "/data"
 HEALTH_S = 300
@@ -27,6 +39,8 @@ HEAP_CHECK_MS = 10000
 ROOM = 6
 #: Sampler this late past its planned wake-up means the agent is stuck: stop feeding the watchdog.
 STALL_MS = 20000
+#: The encoders of state, health and acks: loaded per message (agent/transient.py run()).
+_STATUS = "protocols.up_status"
 KIND_NAMES = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}
 
 
@@ -61,7 +75,8 @@ class Agent:
 
     def _will(self):
         # Reserved at every connect, so the will is unique and carries this boot id (SPEC "State").
-        return (self._topic("state"), up.state(self.sequence.boot, self.sequence.next(), False), 1, True)
+        return (self._topic("state"), transient.run(_STATUS, "state", self.sequence.boot, self.sequence.next(), False),
+                1, True)
 
     async def _on_connect(self, client):
         await self.birth(client)
@@ -71,8 +86,8 @@ class Agent:
 
     async def birth(self, client):
         """Publish the retained birth: firmware, config version, boot id, reset cause."""
-        birth = up.state(self.sequence.boot, self.sequence.next(), True, self.firmware, self.config.version,
-                         self.reset_cause, KIND_NAMES.get(self.id.kind))
+        birth = transient.run(_STATUS, "state", self.sequence.boot, self.sequence.next(), True, self.firmware,
+                              self.config.version, self.reset_cause, KIND_NAMES.get(self.id.kind))
         pid = await client.publish(self._topic("state"), birth, 1, True)
         await client.wait_ack(pid)
         self.reporter.send_ut = True
@@ -96,15 +111,6 @@ class Agent:
             except AgentError:
                 self._count("outbox")
         return False
-
-    async def rebirth(self):
-        """Resend the birth, the current values and a health report."""
-        client = self.link.client
-        if client is not None:
-            await self.birth(client)
-        self.reporter.force(epoch())
-        self.uplink.wake.set()
-        await self._health_now()
 
     async def reboot(self):
         """Reboot on the fleet's command, after the ack had time to leave."""

@@ -1,9 +1,7 @@
 """Calibration at installation: what provisioning measures once, with the sensor in place.
 
-This runs on the board only while it is being provisioned (fleet provision calls `sensor.calibrate()`
-through the REPL), so it lives here and not in the sensor modules: agent/sensing.py's provisioning()
-imports this module for the call and drops it afterwards (agent/transient.py), and the running node
-never keeps its code in the heap.
+This runs on the board only while it is being provisioned (fleet provision calls `run(sensor)` through
+the REPL), so it lives here and not in the sensor modules: the running node never loads it.
 
 - manhole-tilt: the baseline gravity vector, the mean of `samples` readings at rest about 20 ms apart;
   refused ("manhole_not_at_rest", transient) when the mean is not within 0.1 g of 1 g (the cover moved).
@@ -27,6 +25,10 @@ except ImportError:  # CPython (tests, tools): a millisecond clock that does not
 
     ticks_ms = lambda: monotonic_ns() // 1000000  # noqa: E731
     sleep_ms = lambda ms: sleep(ms / 1000)  # noqa: E731
+
+#: The sensors' quantities (Sensor.values()) and their units, for a technician's eyes (fleet provision).
+UNITS = {"tilt": "deg", "accel": "m/s2", "level": "cm", "rise": "cm/min", "dist": "mm",
+         "wind": "m/s", "gust": "m/s", "wind10": "m/s", "load": "N"}
 
 
 def run(sensor, *args, **kw):

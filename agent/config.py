@@ -20,7 +20,8 @@ stays"); the caller picks the policy and acks status 1 with the reasons when the
 On flash: the applied document as JSON (integer keys written as strings), via flashio (atomic, CRC).
 Loading, checking and applying a document run rarely (boot, a config command), so that code lives in
 agent/config_apply.py and agent/config_check.py, loaded for the call and dropped (agent/transient.py);
-what stays resident is the document in force and its accessors.
+so does reading the effective document (agent/reconfig.py), which only building the alarms, filters and
+schedule does. What stays resident is the document in force and its version.
 """
 
 from agent import transient
@@ -45,18 +46,13 @@ def _check(doc, measures):
     return config_check.validate(doc, measures)
 
 
-def validate(doc, kind):
-    """(clean, refused, reasons): the valid part of `doc`, the (key, name) entries refused, the reasons."""
-    measures = transient.call(_defaults, kind)[1]
-    return transient.call(_check, doc, measures)
-
-
 class AgentConfig:
-    """The config of a `kind` node, stored at `path`; `doc` is the effective document (defaults + applied).
+    """The config of a `kind` node, stored at `path`; agent/reconfig.py `effective()` gives the effective
+    document (defaults + applied) and the values in it.
 
     The agent reads the effective document only while it builds its alarms, filters and schedule (at
     start-up and after a config change), so it lets it go then (`_doc = None`: agent/startup.py,
-    agent/reconfig.py) rather than keep a kilobyte of dicts; `doc` merges it again when asked.
+    agent/reconfig.py) rather than keep a kilobyte of dicts; `effective()` merges it again when asked.
     """
 
     def __init__(self, kind, path):
@@ -64,13 +60,6 @@ class AgentConfig:
         self.path = path
         self.applied = {2: 0}  # the last accepted document (its valid part): version 0 = defaults only
         self._doc, self.measures = transient.call(_defaults, kind)
-
-    @property
-    def doc(self):
-        """The effective document: the kind's defaults overlaid by the applied document."""
-        if self._doc is None:
-            self._doc = transient.call(_run, "merge", transient.call(_defaults, self.kind)[0], self.applied)
-        return self._doc
 
     @property
     def version(self):
@@ -96,26 +85,3 @@ class AgentConfig:
             return reasons
         transient.call(_run, "commit", self, clean, refused, transient.call(_defaults, self.kind)[0])
         return reasons
-
-    def alarms(self):
-        """New Alarm objects for the alarms in force: name -> Alarm."""
-        from agent.alarm import from_entry
-
-        return {name: from_entry(name, entry) for name, entry in self.doc[3].items()}
-
-    def sample_s(self, measure):
-        """Slow (quiet-day) sample period of `measure`, seconds."""
-        return self.doc[4].get(measure)
-
-    def heartbeat(self):
-        """Longest time between reports (SenML ut), seconds."""
-        return self.doc[5]
-
-    def deadband(self, measure):
-        """Deadband of `measure` (0 when none)."""
-        return self.doc[6].get(measure, 0)
-
-    def calibration(self, measure):
-        """(scale, offset) of `measure`: value = raw * scale + offset."""
-        cal = self.doc[7].get(measure)
-        return (1, 0) if cal is None else (cal[0], cal[1])

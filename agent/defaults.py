@@ -2,7 +2,7 @@
 from the fleet overrides them entry by entry.
 
 Units are the wire catalogue's (SPEC.md "Telemetry"): tilt deg, level mm, wind/gust/wind10 m/s, load N;
-plus the agent-side quantities accel m/s^2 and rise cm/min (agent/sensing.py UNITS; note that sensing
+plus the agent-side quantities accel m/s^2 and rise cm/min (agent/calibrate.py UNITS; note that the sensor
 reports level in cm: the agent converts to mm before alarms and telemetry).
 
 The numbers and why:

@@ -7,7 +7,7 @@ rather than kept in the heap.
 import gc
 import time
 
-from protocols import up
+from protocols import up_status
 
 
 def encode(agent, seq):
@@ -17,12 +17,12 @@ def encode(agent, seq):
     uptime = time.ticks_diff(time.ticks_ms(), agent.started) // 1000
     battery = board.battery_v()
     rssi = board.link_quality()
-    return up.health(agent.sequence.boot, seq, uptime, heap_free=gc.mem_free(),
-                     heap_min=agent.heap_min, flash_free=min(board.flash_free(), 0xFFFFFFFF),
-                     battery=None if battery is None else int(battery * 1000),
-                     rssi=None if rssi is None else max(-127, min(0, rssi)),
-                     outbox=agent.outbox.count, dropped=agent.outbox.dropped,
-                     errors=_counters(agent), fault=agent.fault, reconnects=agent.link.connects)
+    return up_status.health(agent.sequence.boot, seq, uptime, heap_free=gc.mem_free(),
+                            heap_min=agent.heap_min, flash_free=min(board.flash_free(), 0xFFFFFFFF),
+                            battery=None if battery is None else int(battery * 1000),
+                            rssi=None if rssi is None else max(-127, min(0, rssi)),
+                            outbox=agent.outbox.count, dropped=agent.outbox.dropped,
+                            errors=_counters(agent), fault=agent.fault, reconnects=agent.link.connects)
 
 
 def _counters(agent):

@@ -136,9 +136,3 @@ class HX711:
             self._sleep(5)
             waited += 5
         return self.read_raw()
-
-    def average(self, n=10, timeout_ms=500):
-        """Mean of n good conversions, discarded ones retried (calibration: agent/calibrate.py)."""
-        from agent.sensing import provisioning
-
-        return provisioning("average", self, n, timeout_ms)

@@ -20,7 +20,8 @@ Memory: one receive and one send buffer of `max_packet` bytes, allocated once, a
 slots that keep references to (topic, payload): a payload must not change until acked. Packets are
 encoded into the send buffer and read into the receive buffer (`readinto` on MicroPython), so a message
 allocates next to nothing. An incoming PUBLISH larger than the receive buffer is read through and
-dropped (acked for QoS 1), counted in `oversized`; any other packet that large is a protocol error.
+dropped (acked for QoS 1), counted in `oversized`; any other packet that large is a protocol error. The
+code of CONNECT and SUBSCRIBE, sent once a session, is loaded per call (agent/mqtt_session.py).
 
 Liveness: a supervisor task sends PINGREQ when nothing went out, or nothing came in, for 3/4 of the
 keepalive, declares the session dead when nothing arrived for 1.5 keepalives (the server's own rule,
@@ -38,6 +39,7 @@ own caller). Messages are few and short: each distinct one costs heap on the dev
 
 import asyncio
 
+from agent import transient
 from agent.errors import AgentError
 
 try:
@@ -59,7 +61,8 @@ PROTOCOL = const(9)  # the broker sent what MQTT 3.1.1 does not allow
 # Remaining length of each packet type the server may send but PUBLISH (2.2, 3.x.1), indexed by the
 # type; 0xFF: a type the server never sends to a QoS 0/1 client.
 _SIZES = b"\xff\xff\x02\xff\x02\xff\xff\xff\xff\x03\xff\x02\xff\x00\xff\xff"
-_SUB_PID = const(0xFFFF)  # SUBSCRIBE's id; PUBLISH takes 1..0xFFFE, so they never collide (2.3.1)
+# SUBSCRIBE's id; PUBLISH takes 1..0xFFFE, so they never collide (2.3.1). agent/mqtt_session.py has a copy.
+_SUB_PID = const(0xFFFF)
 
 
 def _error(message, code=0):
@@ -79,9 +82,21 @@ def _topic_name(topic):
     return t
 
 
+def _session(how, client, args):
+    # Run through agent.transient.call: agent/mqtt_session.py is loaded for the call and dropped after
+    # it; the coroutine returned keeps its code until it finishes.
+    from agent import mqtt_session
+
+    return getattr(mqtt_session, how)(client, *args)
+
+
 class MQTTClient:
     """MQTT sessions, one at a time. `on_message(topic, payload, retained)` gets memoryviews valid only
     during the call; it may be a coroutine function, awaited before the PUBACK goes out."""
+
+    # Set by each connect (agent/mqtt_session.py); declared only (no value, no heap) for the type check.
+    _ka: int  # the keepalive, in ms
+    _tasks: list  # the reader and the supervisor
 
     def __init__(self, max_packet=1100, window=4, retry_s=5, max_retries=3, io_timeout=10,
                  on_message=None, max_header=320):
@@ -309,50 +324,14 @@ class MQTTClient:
 
     async def connect(self, reader, writer, client_id, keepalive=60, clean_session=True, will=None,
                       user=None, password=None):
-        """Start a session on (reader, writer): CONNECT, wait for CONNACK (io_timeout at most), with
-        the reader and the supervisor running. Return session_present. `will` is None or (topic,
-        payload, qos, retain).
-
-        Raises AgentError (code: the CONNACK refusal, TIMEOUT, LOST, PROTOCOL, or 0 for a bad
-        argument) or OSError; close() the client afterwards in every case, before connecting again.
-        """
+        """Start a session on (reader, writer): CONNECT, wait for CONNACK (io_timeout at most). Return
+        session_present. `will` is None or (topic, payload, qos, retain). Raises AgentError (code: the
+        CONNACK refusal, TIMEOUT, LOST, PROTOCOL, or 0 for a bad argument) or OSError; close() the
+        client afterwards in every case, before connecting again."""
         self._r = reader
-        self._w = writer  # first: close() closes it whatever happens below
-        flags = 2 if clean_session else 0  # 3.1.2.4
-        args = [b"MQTT", 0, keepalive, client_id]  # 3.1.2.1, level and flags (below), 3.1.2.10, 3.1.3
-        if will is not None:
-            topic, payload, qos, retain = will
-            if qos not in (0, 1):
-                raise _error("bad arg %r" % (will,))
-            flags |= 4 | qos << 3 | (0x20 if retain else 0)  # 3.1.2.5-7
-            args += (_topic_name(topic), payload)
-        if user is not None:
-            flags |= 0x80  # 3.1.2.8
-            args.append(user)
-        if password is not None:
-            if user is None:  # 3.1.2.9
-                raise _error("bad arg %r" % (user,))
-            flags |= 0x40
-            args.append(password)
-        args[1] = 0x400 | flags  # protocol level 4 (3.1.2.2), then the flags byte
-        for i in range(len(self._pid)):
-            self._pid[i] = 0
-            self._top[i] = self._pay[i] = None
-        self._n += 1
-        self.error = self._drainer = None
-        self._ack = -2
-        self._ka = keepalive * 1000
-        self._at = self._heard = self._asked = ticks_ms()
-        self._tasks = [asyncio.create_task(self._reader()), asyncio.create_task(self._supervise())]
-        try:
-            await self._send(0x10, args)
-        except AgentError as e:
-            self._die(e)  # a bad argument (nothing went out), or the session has ended already
-        if not await self.wait_ack(0):
-            raise self.error  # what ended it (a CONNACK may be in while the CONNECT drains)
-        if self._ack:
-            raise _error("refused: %s" % self._ack, self._ack)  # the code says why (3.2.2.3)
-        return self.session_present
+        self._w = writer  # first: close() closes it whatever happens below, a failed load included
+        return await transient.call(_session, "connect", self,
+                                    (client_id, keepalive, clean_session, will, user, password))
 
     async def wait_dead(self):
         """Wait until the session is dead or closed; return the error that ended it."""
@@ -412,22 +391,8 @@ class MQTTClient:
 
     async def subscribe(self, topic_filter, qos=0):
         """SUBSCRIBE to one filter (3.8) and wait for SUBACK; return the granted QoS. AgentError if
-        refused (code 0) or LOST (no SUBACK within io_timeout ends the session). One at a time."""
-        if not topic_filter or qos not in (0, 1) or self._ack == -1:
-            raise _error("bad arg %r" % (topic_filter,))
-        self._ack = -1
-        self._asked = ticks_ms()
-        try:
-            await self._send(0x82, (_SUB_PID, topic_filter), b"\x00\x01"[qos : qos + 1])  # 3.8.1: 0010
-        except AgentError:
-            if self.error is None:  # our caller's mistake: nothing went out
-                self._ack = 0
-            raise
-        if not await self.wait_ack(0):
-            raise _error("lost: %s" % (self.error,), LOST)
-        if self._ack == 0x80:
-            raise _error("refused: %s" % (topic_filter,))
-        return self._ack
+        refused (code 0) or LOST. One at a time."""
+        return await transient.call(_session, "subscribe", self, (topic_filter, qos))
 
     async def close(self, disconnect=True):
         """End the session (with DISCONNECT if `disconnect` and alive, so the will is not published)

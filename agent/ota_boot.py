@@ -22,7 +22,7 @@ import os
 from agent import flashio
 from agent.errors import SensorFault
 from agent.sensing import Sensor
-from protocols import up
+from protocols import up_status
 
 
 async def connected(agent):
@@ -75,7 +75,7 @@ def _record(app, cid, final, reason, target):
 async def _report(agent, cid, final, reason, target):
     seq = agent.sequence
     n = seq.next()
-    await agent.publish_now("ota", up.ota_progress(seq.boot, n, cid, final, None, reason, target), n)
+    await agent.publish_now("ota", up_status.ota_progress(seq.boot, n, cid, final, None, reason, target), n)
 
 
 def _words(path):

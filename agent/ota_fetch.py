@@ -13,7 +13,7 @@ import asyncio
 import os
 import time
 
-from protocols import up
+from protocols import up_status
 
 _WAIT_MS = 5000  # a window not complete by then is pulled again
 _TRIES = 5  # windows in a row that brought nothing on a live session: TRANSFER_FAILED
@@ -128,8 +128,8 @@ class Fetch:
     async def report(self, state, percent=None, reason=None):
         """Publish progress of this update (SPEC.md "OTA"), live."""
         seq = self.node.sequence
-        await self.node.publish_now("ota", up.ota_progress(seq.boot, seq.next(), self.cid, state, percent, reason,
-                                                           self.firmware))
+        await self.node.publish_now("ota", up_status.ota_progress(seq.boot, seq.next(), self.cid, state, percent,
+                                                                  reason, self.firmware))
 
     async def pull(self, files, folder, percent=False):
         """Pull `files` [(index, name, stored size)] into `folder`; with `percent`, report downloading
@@ -159,7 +159,8 @@ class Fetch:
                 self.end = min(total, at + count * 512)
                 self.got.clear()
                 seq = node.sequence
-                if await node.publish_now("pull", up.pull(seq.boot, seq.next(), self.cid, index, at, count)):
+                ask = up_status.pull(seq.boot, seq.next(), self.cid, index, at, count)
+                if await node.publish_now("pull", ask):
                     try:
                         await asyncio.wait_for(self.got.wait(), _WAIT_MS / 1000)
                     except asyncio.TimeoutError:

@@ -29,7 +29,7 @@ from agent import flashio, tls_context
 from agent import ota_state as st
 from agent.errors import AgentError
 from agent.ota_fetch import Failed, Fetch
-from protocols import up
+from protocols import up_status
 
 DATA = "/data"  # agent/app.py DATA
 _KINDS = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}  # agent/app.py KIND_NAMES
@@ -60,13 +60,13 @@ class Node:
         return "dt/%s/%s/%s" % (self.id.fleet, self.id.device, kind)
 
     def _will(self):
-        return self._topic("state"), up.state(self.sequence.boot, self.sequence.next(), False), 1, True
+        return self._topic("state"), up_status.state(self.sequence.boot, self.sequence.next(), False), 1, True
 
     async def _connected(self, client):
         # As the agent does (agent/app.py): the retained birth (its release still), then the commands.
         seq = self.sequence
-        birth = up.state(seq.boot, seq.next(), True, self.id.firmware, self.config,
-                         _RESETS.get(self.board.reset_cause(), 0), _KINDS.get(self.id.kind))
+        birth = up_status.state(seq.boot, seq.next(), True, self.id.firmware, self.config,
+                                _RESETS.get(self.board.reset_cause(), 0), _KINDS.get(self.id.kind))
         await client.wait_ack(await client.publish(self._topic("state"), birth, 1, True))
         await client.subscribe("cmd/%s/%s/+" % (self.id.fleet, self.id.device), 1)
         if self.ota is not None:

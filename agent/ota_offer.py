@@ -14,7 +14,7 @@ import os
 from binascii import hexlify
 
 from agent import flashio
-from protocols import up
+from protocols import up_status
 
 _MAX_ENVELOPE = 16512  # protocols/manifest.py MAX_MANIFEST + 128
 
@@ -152,4 +152,4 @@ async def _end(agent, app, new, cid, reason, target):
 async def _report(agent, cid, state, reason, target, percent=None):
     seq = agent.sequence
     n = seq.next()
-    await agent.publish_now("ota", up.ota_progress(seq.boot, n, cid, state, percent, reason, target), n)
+    await agent.publish_now("ota", up_status.ota_progress(seq.boot, n, cid, state, percent, reason, target), n)

@@ -9,10 +9,12 @@ cut between the two can repeat an event (dropped by seq at the fleet) but never 
 
 Wire units: the sensors report the water level in cm (agent/sensing.py); the wire and the alarm
 thresholds use mm (protocols/SPEC.md), and the rate of rise goes out in m/s (cm/min is no SenML unit).
+A calibration in the config (key 7: [scale, offset] per measurement, value = raw x scale + offset) is
+applied to the wire value, before alarms and telemetry see it.
 """
 
+from agent import transient
 from agent.alarm import AlarmStore
-from agent.filters import Deadband, Heartbeat, RateLimit
 from protocols import up
 from protocols.senml_pack import PackBuilder
 
@@ -48,6 +50,12 @@ def wire_value(name, value):
     return round(value, 2)
 
 
+def calibrated(name, wire, cal):
+    """A wire value after the config's calibration (key 7) `cal` = (scale, offset): wire * scale + offset."""
+    value = wire * cal[0] + cal[1]
+    return int(round(value)) if WIRE.get(name, _PLAIN)[2] else round(value, 2)
+
+
 def to_wire(name, value):
     """(value in wire units, unit) of a sensor quantity."""
     return wire_value(name, value), WIRE.get(name, _PLAIN)[1]
@@ -69,30 +77,11 @@ class Reporter:
         self.last = {}  # wire name -> last wire value, for rebirth and health
         self._wire = {}  # name -> this sample's value in wire units (one dict, reused)
         self.events = 0
-        self.reload()
-        self.store.restore(self.alarms)
+        self._ut = None
+        self.channels = {}  # measurement -> (Deadband, RateLimit, Heartbeat), built by agent/reconfig.py
+        self.cal = {}  # measurement -> (scale, offset): the config's calibration (key 7), where it has one
+        transient.call(_build, self)
 
-    def reload(self):
-        """(Re)build alarms and filters from the config in force, keeping alarms that stay active."""
-        old = self.alarms
-        self.alarms = self.config.alarms()
-        for name, alarm in self.alarms.items():
-            if name in old and old[name].active:
-                alarm.restore(True)
-        self._ut = self.config.heartbeat()
-        self.channels = {}  # measurement -> (Deadband, RateLimit, Heartbeat)
-        for name in self.measures:  # all now, while the config's document is at hand
-            self.channels[name] = (Deadband(absolute=self.config.deadband(name)), RateLimit(self.min_gap_s),
-                                   Heartbeat(self._ut))
-        self.send_ut = True
-
-    def near_thresholds(self):
-        """measure -> raise threshold of each alarm, for the sensor's `near()` (sensor units)."""
-        out = {}
-        for alarm in self.alarms.values():
-            scale = WIRE.get(alarm.measure, _PLAIN)[0]
-            out[alarm.measure] = alarm.raise_at / scale
-        return out
 
     def sample(self, values, now):
         """Feed one sample (sensor units) taken at epoch second `now`; return the number of alarm events."""
@@ -102,6 +91,10 @@ class Reporter:
         wire = self._wire
         for name in values:
             wire[name] = wire_value(name, values[name])
+        cal = self.cal
+        for name in cal:  # empty unless the fleet calibrates a measurement in the field
+            if name in values:
+                wire[name] = calibrated(name, wire[name], cal[name])
         alarms = self.alarms
         for name in alarms:
             alarm = alarms[name]
@@ -159,3 +152,12 @@ class Reporter:
         self.send_ut = False
         seq = self.sequence.next()
         self.outbox.append(TELEMETRY, seq, up.telemetry(self.sequence.boot, seq, records))
+
+
+def _build(reporter):
+    # The alarms and filters of the config in force (agent/reconfig.py, loaded for this call), then the
+    # alarm states kept across the reboot.
+    from agent import reconfig
+
+    reconfig.reload(reporter)
+    reporter.store.restore(reporter.alarms)

@@ -12,25 +12,17 @@ A kind sensor owns its drivers and turns chip readings into physical quantities:
     changing()         True while a value changes (kind-specific)
     moving()           True while a value changes or sits near an alarm threshold (set_thresholds):
                        the scheduler samples fast then
-    calibrate()        measure at installation (blocking, a second or so); returns the calibration
-                       dict to store, which make_sensor() takes back at the next start
     interval_ms(fast)  default sampling period for the fast and the slow rate
 
 A SensorFault from sample() is for the caller to record (health: last sensor fault) and retry on the
 next sample; the sensors re-run setup() after an I/O fault, so a chip that comes back is reconfigured.
 
-Calibration runs once, at provisioning, so its code is in agent/calibrate.py, imported for the call and
-dropped after it (agent/transient.py): on the running node it would only take heap.
-
-Quantities (UNITS): manhole "tilt" deg, "accel" m/s2; water "level" cm, "rise" cm/min, "dist" mm;
-wind "wind" m/s, "gust" m/s, "wind10" m/s, "load" N.
+Calibration (measured once, at installation: the returned dict is what make_sensor() takes back at the
+next start) is agent/calibrate.py's `run(sensor)`, which provisioning calls at the REPL: the running
+node never loads it. The quantities and their units are in agent/calibrate.py's UNITS.
 """
 
-from agent import transient
 from agent.errors import AgentError
-
-UNITS = {"tilt": "deg", "accel": "m/s2", "level": "cm", "rise": "cm/min", "dist": "mm",
-         "wind": "m/s", "gust": "m/s", "wind10": "m/s", "load": "N"}
 
 
 class Sensor:
@@ -92,30 +84,15 @@ class Sensor:
         """True while a value changes or sits near a threshold."""
         return self.changing() or self.near()
 
-    def calibrate(self, *args, **kw):
-        """Measure at installation; returns the calibration dict (agent/calibrate.py has the details)."""
-        return provisioning("run", self, *args, **kw)
-
     def interval_ms(self, fast):
         """Default sampling period (ms) for the fast or the slow rate."""
         return self.FAST_MS if fast else self.SLOW_MS
 
 
-def provisioning(how, obj, *args, **kw):
-    """agent/calibrate.py's function `how`(obj, *args, **kw); the module is loaded for the call only."""
-    return transient.call(_provisioning, how, obj, args, kw)
-
-
-def _provisioning(how, obj, args, kw):
-    from agent import calibrate
-
-    return getattr(calibrate, how)(obj, *args, **kw)
-
-
 def make_sensor(kind, board, calibration=None):
     """The kind sensor for `kind` on `board` (firmware/boards/<board>/board.py), chips not touched yet.
 
-    `calibration` is the dict a previous calibrate() returned (or None). The kind's module builds it
+    `calibration` is the dict agent/calibrate.py run() returned (or None). The kind's module builds it
     (its make(board, calibration)); only that module is imported, so a node keeps no other kind's code
     or names in its heap.
     """

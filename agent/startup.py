@@ -57,7 +57,7 @@ def start(agent):
     except SensorFault as fault:
         agent.fault = fault.code
         agent._count(fault.code)
-    sensor.set_thresholds(agent.reporter.near_thresholds())
+    sensor.set_thresholds(reconfig.near_thresholds(agent.reporter))
     # A node that just started samples fast for the scheduler's hold (a minute), as after a change: its
     # first readings, and what the fleet or a technician does right after the boot, are seen at once.
     agent.scheduler.done(time.ticks_ms(), True)
@@ -75,8 +75,8 @@ def identity():
     # Load once, while the heap is young, what commands and reports load later: the names they intern
     # stay (MicroPython never frees qstrs), so a later load never needs a new qstr pool, a large block
     # that a fragmented heap may no longer have.
-    from agent import command_read, config_apply, config_check, defaults, health_report, identity  # noqa: F401
-    from protocols import cbor_lite  # noqa: F401
+    from agent import command_read, command_run, config_apply, config_check, defaults, health_report, identity  # noqa: F401
+    from protocols import cbor_lite, up_status  # noqa: F401
 
     return identity.load()
 

@@ -66,6 +66,15 @@ def call(fn, *args):
                 pass  # the rest after the next call
 
 
+def run(module, how, *args):
+    """`how`(*args) of the module named `module` (e.g. "protocols.up_status"), loaded for the call."""
+    return call(_run, module, how, args)
+
+
+def _run(module, how, args):
+    return getattr(__import__(module, None, None, (how,)), how)(*args)
+
+
 def drop(before):
     """Forget every module imported since `before` (a list of sys.modules keys); True when there were."""
     names = [name for name in sys.modules if name not in before]

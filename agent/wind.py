@@ -27,7 +27,7 @@ except ImportError:  # CPython (tests, tools): a clock that does not wrap; const
     from operator import sub as ticks_diff  # type: ignore[assignment, no-redef]
 
 from agent.errors import SensorFault
-from agent.sensing import Sensor, provisioning
+from agent.sensing import Sensor
 
 _SECONDS = const(600)  # 10 minutes of 1-s values
 _MINUTES = const(10)
@@ -161,10 +161,6 @@ class WindSensor(Sensor):
         """Moving in fresh wind (>= 8 m/s) or while the 3-s mean jumps by 1 m/s between samples."""
         wind = self._values.get("wind", 0.0)
         return wind >= _MOVING_WIND or self._step >= _MOVING_STEP
-
-    def calibrate_span(self, newtons, readings=10):
-        """Set the scale from a known load of `newtons` applied after tare; returns the calibration."""
-        return provisioning("span", self, newtons, readings)
 
 
 def make(board, calibration):

@@ -47,6 +47,7 @@ with open('/app/active') as f:
     sys.path.insert(0, '/app/' + f.read().strip())
 import board
 from agent.sensing import make_sensor
+from agent import calibrate
 K, C, M = %(args)r
 r = {'faults': [], 'cal': C}
 try:
@@ -54,7 +55,7 @@ try:
     s.setup()
     for t in range(3 if M else 0):
         try:
-            r['cal'] = s.calibrate()
+            r['cal'] = calibrate.run(s)
             break
         except Exception as e:
             if t == 2 or not (getattr(e, 'transient', 0) or getattr(e, 'code', '').endswith('_garbage')):
@@ -196,7 +197,7 @@ def describe_calibration(kind: str, cal: dict[str, Any], measured: bool) -> str:
 
 
 def describe_values(values: dict[str, float]) -> str:
-    from agent.sensing import UNITS  # plain data: the agent's table of units (CPython imports it fine)
+    from agent.calibrate import UNITS  # plain data: the agent's table of units (CPython imports it fine)
 
     return ", ".join("%s %s %s" % (name, _num(value), UNITS.get(name, "")) for name, value in sorted(values.items()))
 

@@ -24,7 +24,7 @@ from fleet.broker import acl_text, ops_secret
 from fleet.credentials import OPS_USER
 from fleet.home import private_dir
 from fleet.store import open_store
-from protocols import up
+from protocols import up, up_status
 from tests.brokerproc import Broker, free_port
 
 pytestmark = pytest.mark.hil
@@ -156,16 +156,16 @@ def test_every_message_stored_once_duplicates_dropped_fleet_alarms_raised(fleet,
     ingest = start_ingest(fleet, ingests)
     wl1 = Device(fleet, "wl1")
     try:
-        wl1.send("state", up.state(1, 0, True, "1.4.2", 0, 1, "water"), retain=True).wait_for_publish(5)
+        wl1.send("state", up_status.state(1, 0, True, "1.4.2", 0, 1, "water"), retain=True).wait_for_publish(5)
         packs = [level(seq, 100 if seq < 5 else 300, T0 + 10 * seq) for seq in range(1, 21)]
         for payload in packs:
             wl1.send("telemetry", payload)
         event = up.event(1, 21, "flood", 1, 2, 300, 270, T0 + 50)
         wl1.send("event", event)
-        wl1.send("health", up.health(1, 22, 600, battery=3700))
+        wl1.send("health", up_status.health(1, 22, 600, battery=3700))
         for payload in packs[:5] + [event]:  # QoS 1 resends: same boot and seq
             wl1.send("telemetry" if payload in packs else "event", payload)
-        wl1.send("health", up.health(1, 23, 660, battery=3690)).wait_for_publish(5)
+        wl1.send("health", up_status.health(1, 23, 660, battery=3690)).wait_for_publish(5)
         # one device's messages are stored in order: the last health stored means all before it were handled
         wait_until(lambda: fleet.read(lambda s: (s.status("wl1") or [None])[0] and s.status("wl1")[0].health
                                       and s.status("wl1")[0].health.get("uptime") == 660),
@@ -190,7 +190,7 @@ def test_every_message_stored_once_duplicates_dropped_fleet_alarms_raised(fleet,
 def test_garbage_is_quarantined_while_other_devices_flow(fleet, ingests):
     ingest = start_ingest(fleet, ingests)
     bad, good = Device(fleet, "bad1"), Device(fleet, "wl2")
-    garbage = [("telemetry", b"\xff\x00not cbor"), ("telemetry", b"\x00" * 2000), ("bogus", up.health(1, 1, 5)),
+    garbage = [("telemetry", b"\xff\x00not cbor"), ("telemetry", b"\x00" * 2000), ("bogus", up_status.health(1, 1, 5)),
                ("event", level(2, 5, T0)), ("health", bytes.fromhex("a3000101010202"))]
     try:
         for seq in range(1, 51):

@@ -2,7 +2,7 @@
 fleet's passwd/ACL, and simulated devices that speak SPEC.md "OTA" as the agent does: they take the
 retained offer, pull the envelope and the files they lack in windows of 8 chunks, check the envelope's
 SHA-256 and Ed25519 signature (`cryptography`), inflate each file as it comes and check its SHA-256,
-report progress with protocols.up, and resume a cut download from their last good offset.
+report progress with protocols.up_status, and resume a cut download from their last good offset.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from fleet.ota.keys import keygen, load_public_key
 from fleet.ota.release import make_release
 from fleet.registry import open_registry
 from protocols import manifest as mf
-from protocols import up
+from protocols import up_status
 from protocols.messages import decode_down
 from protocols.ota import CHUNK, WINDOW
 
@@ -113,7 +113,8 @@ class SimDevice:
         client.loop_start()
         assert ready.wait(WAIT), "%s could not subscribe" % self.name
         self.client = client
-        self._publish("state", up.state(self.boot, self._next(), True, self.firmware, 1, 1, "water"), retain=True)
+        self._publish("state", up_status.state(self.boot, self._next(), True, self.firmware, 1, 1, "water"),
+                      retain=True)
 
     def _cut(self) -> None:
         """The cellular link drops: the session and whatever was in flight to the device are gone."""
@@ -141,7 +142,7 @@ class SimDevice:
 
     def _report(self, cid: int, state: int, percent: int | None = None, reason: str | None = None) -> None:
         self.reports.append((state, reason))
-        self._publish("ota", up.ota_progress(self.boot, self._next(), cid, state, percent, reason, VERSION))
+        self._publish("ota", up_status.ota_progress(self.boot, self._next(), cid, state, percent, reason, VERSION))
 
     # ---- the update ----
     def _run(self) -> None:
@@ -200,7 +201,8 @@ class SimDevice:
                 return
             self.files.update({entry[0]: entry[2] for _, entry in need})
             self.firmware, self.running_seq = manifest.version, manifest.seq
-            self._publish("state", up.state(self.boot, self._next(), True, self.firmware, 1, 1, "water"), retain=True)
+            self._publish("state", up_status.state(self.boot, self._next(), True, self.firmware, 1, 1, "water"),
+                          retain=True)
             if self.hold is not None:
                 assert self.hold.wait(WAIT), "%s was never let go" % self.name
             self._report(cid, DONE)
@@ -215,7 +217,7 @@ class SimDevice:
         inflater = zlib.decompressobj(10)
         while offset < total:
             self.pulls.append((cid, index, offset, WINDOW))
-            self._publish("pull", up.pull(self.boot, self._next(), cid, index, offset, WINDOW))
+            self._publish("pull", up_status.pull(self.boot, self._next(), cid, index, offset, WINDOW))
             end, before = min(total, offset + WINDOW * CHUNK), offset
             deadline = time.monotonic() + 2.0
             while offset < end:

@@ -3,8 +3,8 @@
 `decode` enforces the limits of SPEC.md before and after CBOR decoding and turns every codec error into a
 ProtocolError, so a caller handles one exception type for anything that came off the wire. Message
 classes are imported when first needed, not here. The node encodes its own messages with `protocols.up`
-and imports this module only to read a command, dropping it afterwards (agent/transient.py); it never
-imports the fleet's readers of device messages (`protocols.read_up`).
+and `protocols.up_status` and reads commands with `protocols.cbor_lite` (agent/command_read.py); it
+never imports the fleet's readers of device messages (`protocols.read_up`).
 """
 
 from protocols.cbor import dumps

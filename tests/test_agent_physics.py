@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from agent import calibrate
 from agent.a02yyuw import A02YYUW
 from agent.errors import SensorFault
 from agent.hx711 import HX711
@@ -60,7 +61,7 @@ def test_manhole_tilt_from_calibrated_baseline():
     mount = _rot_y((0, 0, 1), 40)  # sensor bolted on at 40 degrees
     sensor, chip, _, _ = _manhole(mount)
     sensor.setup()
-    cal = sensor.calibrate(sleep=_no_sleep)
+    cal = calibrate.run(sensor, sleep=_no_sleep)
     assert (cal["base_x"], cal["base_z"]) == pytest.approx((mount[0], mount[2]), abs=0.002)
     chip.set_g(*_rot_y(mount, 20))  # the cover tips 20 degrees
     for t in range(20):
@@ -73,7 +74,7 @@ def test_manhole_calibration_refuses_a_moving_cover():
     sensor, chip, _, _ = _manhole((0.0, 0.0, 0.5))
     sensor.setup()
     with pytest.raises(SensorFault, match="manhole_not_at_rest"):
-        sensor.calibrate(sleep=_no_sleep)
+        calibrate.run(sensor, sleep=_no_sleep)
 
 
 def test_manhole_knock_does_not_move_tilt_but_raises_one_impact_event():
@@ -201,10 +202,10 @@ def test_water_calibrate_measures_the_dry_street():
             uart.feed(frames.pop(0))
 
     sensor = WaterSensor(A02YYUW(uart), None)
-    assert sensor.calibrate(readings=9, sleep=sleep, ticks=clock.ticks_ms) == {"mount_mm": 2000}
+    assert calibrate.run(sensor, readings=9, sleep=sleep, ticks=clock.ticks_ms) == {"mount_mm": 2000}
     assert sensor.mount_mm == 2000
     with pytest.raises(SensorFault, match="level_calibration"):
-        sensor.calibrate(readings=9, timeout_ms=1000, sleep=sleep, ticks=clock.ticks_ms)
+        calibrate.run(sensor, readings=9, timeout_ms=1000, sleep=sleep, ticks=clock.ticks_ms)
 
 
 def test_water_silence_is_a_fault_recorded_on_the_sensor():
@@ -278,8 +279,8 @@ def test_wind_load_after_tare_and_span():
                  ticks=clock.ticks_us, sleep=clock.sleep_ms)
     sensor = WindSensor(_Anemo([0.0] * 10), cell, {"scale": 100.0})
     sensor.setup()
-    assert sensor.calibrate(readings=4)["tare"] == pytest.approx(1000)
-    assert sensor.calibrate_span(72.0, readings=2)["scale"] == pytest.approx(100.0)
+    assert calibrate.run(sensor, readings=4)["tare"] == pytest.approx(1000)
+    assert calibrate.span(sensor, 72.0, readings=2)["scale"] == pytest.approx(100.0)
     clock.advance_ms(20)
     sensor.sample(clock.ticks_ms())
     assert sensor.values()["load"] == pytest.approx(36.0)
@@ -340,6 +341,7 @@ def test_scheduler_takes_the_sensors_periods_and_refuses_bad_ones():
 
 VM_PHYSICS = r"""
 import math
+from agent import calibrate
 from agent.manhole import ManholeSensor, tilt_deg
 from agent.lis3dh import LIS3DH
 from agent.water import WaterSensor, Median
@@ -358,7 +360,7 @@ bus.devices[0x18] = chip
 chip.set_g(0.0, 0.0, 1.0)
 man = ManholeSensor(LIS3DH(bus), pin)
 man.setup()
-man.calibrate(8, sleep=lambda ms: None)
+calibrate.run(man, 8, sleep=lambda ms: None)
 chip.set_g(0.0, -s, c)
 for t in range(20):
     man.sample(t)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent import defaults
+from agent import defaults, reconfig
 from agent.config import AgentConfig
 from agent.outbox import Outbox
 from agent.reporter import EVENT, TELEMETRY, WIRE, Reporter
@@ -66,3 +66,19 @@ def test_wire_names_and_units_are_what_senml_allows():
         assert unit in senml.UNITS if unit is not None else name in senml.MEASUREMENTS
     for measures in defaults.MEASURES.values():
         assert set(measures) <= set(WIRE)  # to_wire() would send an unknown name without a unit
+
+
+def test_a_calibration_in_the_config_corrects_telemetry_and_alarms(tmp_path):
+    """Config key 7, value = raw x scale + offset in wire units: the level sensor reads 12 mm high and the
+    flood alarm (270 mm) must see the corrected level, as must the telemetry."""
+    (tmp_path / "outbox").mkdir()
+    reporter = _reporter("water-level", tmp_path)
+    assert reporter.config.apply({0: 1, 1: 7, 2: 3, 7: {"level": [1.0, -12]}}) == []
+    reconfig.reload(reporter)
+    reporter.sample({"level": 27.5, "rise": 0.0}, 1_800_000_000)  # 275 mm raw: 263 mm, under 270
+    telemetry = [messages.decode("dt/city/n1/telemetry", p) for k, p in _drain(reporter.outbox) if k == TELEMETRY]
+    level = [r.value for m in telemetry for r in m.records(1_800_000_000) if r.name == "level"]
+    assert level == [263]
+    for t in range(2, 120, 2):  # well past the flood alarm's 30 s confirm
+        reporter.sample({"level": 27.5, "rise": 0.0}, 1_800_000_000 + t)
+    assert not reporter.alarms["flood"].active and reporter.alarms["flood_warn"].active

@@ -131,10 +131,11 @@ import asyncio, machine
 from machine import Pin
 from agent.hx711 import HX711
 from agent.anemometer import Anemometer
+from agent.calibrate import average
 cell = HX711(Pin(25, Pin.OUT, value=0), Pin(26, Pin.IN), disable_irq=machine.disable_irq,
              enable_irq=machine.enable_irq)
 cell.setup()
-print("counts=%d" % cell.average(5))
+print("counts=%d" % average(cell, 5))
 print("worst_high_us=%d" % cell.worst_high_us)
 anemo = Anemometer(Pin(27, Pin.IN, Pin.PULL_UP))
 anemo.setup()

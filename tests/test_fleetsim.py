@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import FleetError
-from protocols import up
+from protocols import up, up_status
 from protocols.commands import Ping, Rebirth
 from protocols.config import Config
 from protocols.errors import ProtocolError
@@ -148,7 +148,7 @@ def test_birth_and_telemetry_are_the_agent_bytes(make_device):
     dev.tick()
     (topic1, birth, pid1, _d, retain1), (topic2, pack, pid2, _d2, retain2) = conn.published()
     assert topic1 == "dt/city/sim-x-1/state" and retain1 == 1
-    assert birth == up.state(1, 0, True, "sim-1.0", 0, 1, "water")
+    assert birth == up_status.state(1, 0, True, "sim-1.0", 0, 1, "water")
     assert topic2 == "dt/city/sim-x-1/telemetry" and retain2 == 0
     telemetry = decode(topic2, pack)
     assert (telemetry.boot, telemetry.seq) == (1, 1)

@@ -366,16 +366,16 @@ def test_campaign_files_and_the_one_rollout_lock(tmp_path):
 def test_the_store_keeps_a_pull_as_a_dedupe_key_only(tmp_path):
     from fleet.ingest.decode import decode
     from fleet.store import Batch, open_store
-    from protocols import up
+    from protocols import up_status
 
     store = open_store("sqlite:///%s" % (tmp_path / "fleet.db"))
     try:
         topic = "dt/city/wl-1/"
-        got = [decode(topic + "ota", up.ota_progress(1, 1, 5, 1, 0), T0, "city"),
-               decode(topic + "pull", up.pull(1, 2, 5, 0, 0, 8), T0, "city"),
-               decode(topic + "pull", up.pull(1, 3, 5, 0, 4096, 8), T0, "city"),
-               decode(topic + "pull", up.pull(1, 3, 5, 0, 4096, 8), T0, "city"),  # a resend
-               decode(topic + "ota", up.ota_progress(1, 4, 5, 4), T0, "city")]
+        got = [decode(topic + "ota", up_status.ota_progress(1, 1, 5, 1, 0), T0, "city"),
+               decode(topic + "pull", up_status.pull(1, 2, 5, 0, 0, 8), T0, "city"),
+               decode(topic + "pull", up_status.pull(1, 3, 5, 0, 4096, 8), T0, "city"),
+               decode(topic + "pull", up_status.pull(1, 3, 5, 0, 4096, 8), T0, "city"),  # a resend
+               decode(topic + "ota", up_status.ota_progress(1, 4, 5, 4), T0, "city")]
         result = store.ingest(Batch(got))
         assert (result.stored, result.duplicates, result.quarantined) == (4, 1, 0)
         assert store.gaps() == []
@@ -392,7 +392,7 @@ def test_status_reads_later_reports_from_the_store_and_never_shows_a_rollback_as
     from fleet.cli.main import main
     from fleet.ingest.decode import decode
     from fleet.store import Batch, open_store
-    from protocols import up
+    from protocols import up_status
 
     monkeypatch.setenv("FLEET_HOME", str(tmp_path))
     campaign = make(count=2, waves="100%", max_failures="100%")
@@ -404,8 +404,9 @@ def test_status_reads_later_reports_from_the_store_and_never_shows_a_rollback_as
     cp.save(campaign, cp.campaigns_dir(tmp_path))
     store = open_store("sqlite:///%s" % (tmp_path / "fleet.db"))
     cid = campaign.devices[a]["cid"]
-    store.ingest(Batch([decode("dt/city/%s/ota" % a, up.ota_progress(2, 1, cid, 4), T0, "city"),
-                        decode("dt/city/%s/ota" % a, up.ota_progress(3, 1, cid, 6, None, "CRASHED"), T0, "city")]))
+    rolled_back = up_status.ota_progress(3, 1, cid, 6, None, "CRASHED")
+    store.ingest(Batch([decode("dt/city/%s/ota" % a, up_status.ota_progress(2, 1, cid, 4), T0, "city"),
+                        decode("dt/city/%s/ota" % a, rolled_back, T0, "city")]))
     store.close()
     assert main(["ota", "status", "--json"]) == 0
     rows = {row["device"]: row for row in json.loads(capsys.readouterr().out)["devices"]}

@@ -1,5 +1,6 @@
-"""protocols.up, the node's encoders: the bytes of `messages.encode(<Class>(...))` for every valid input,
-a ProtocolError wherever the class refuses, and the size limit of SPEC.md (CPython, hypothesis).
+"""protocols.up and up_status, the node's encoders: the bytes of `messages.encode(<Class>(...))` for every
+valid input, a ProtocolError wherever the class refuses, and the size limit of SPEC.md (CPython,
+hypothesis).
 
 The same against the vectors and random cases inside the VM: tests/test_protocols_up_vm.py.
 """
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols import messages, up
+from protocols import messages, up, up_status
 from protocols.ack import Ack
 from protocols.errors import ProtocolError
 from protocols.event import Event
@@ -103,19 +104,19 @@ BIRTH_ARGS = (UINT32, UINT32, st.just(True), texts(32), UINT32, st.integers(0, 5
 @settings(max_examples=300, deadline=None)
 @given(st.tuples(*BIRTH_ARGS))
 def test_birth_is_the_class_encoding(args):
-    assert up.state(*args) == messages.encode(State(*args))
+    assert up_status.state(*args) == messages.encode(State(*args))
 
 
 @given(UINT32, UINT32)
 def test_will_is_the_class_encoding(boot, seq):
-    assert up.state(boot, seq, False) == messages.encode(State(boot, seq, False))
+    assert up_status.state(boot, seq, False) == messages.encode(State(boot, seq, False))
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(st.just(BIRTH_ARGS), st.just((UINT32, UINT32, st.just(False), st.none(), st.none(), st.none(),
                                                 st.none()))).flatmap(lambda s: st.tuples(*[either(x) for x in s])))
 def test_state_refuses_what_the_class_refuses(args):
-    assert outcome(lambda: up.state(*args)) == outcome(lambda: messages.encode(State(*args)))
+    assert outcome(lambda: up_status.state(*args)) == outcome(lambda: messages.encode(State(*args)))
 
 
 def _health_values(junk):
@@ -129,21 +130,21 @@ def _health_values(junk):
 @settings(max_examples=300, deadline=None)
 @given(UINT32, UINT32, UINT32, _health_values(False))
 def test_health_is_the_class_encoding(boot, seq, uptime, optional):
-    assert up.health(boot, seq, uptime, **optional) == messages.encode(Health(boot, seq, uptime, **optional))
+    assert up_status.health(boot, seq, uptime, **optional) == messages.encode(Health(boot, seq, uptime, **optional))
 
 
 @settings(max_examples=500, deadline=None)
 @given(either(UINT32), either(UINT32), either(UINT32), _health_values(True))
 def test_health_refuses_what_the_class_refuses(boot, seq, uptime, optional):
     expected = outcome(lambda: messages.encode(Health(boot, seq, uptime, **optional)))
-    assert outcome(lambda: up.health(boot, seq, uptime, **optional)) == expected
+    assert outcome(lambda: up_status.health(boot, seq, uptime, **optional)) == expected
 
 
 def test_health_takes_the_fields_of_the_class_in_their_order():
     values = dict(zip(FIELDS, (1, 2, 3, 4, -5, 6, 7, {"i2c": 8}, "fault", 9, 10), strict=True))
-    assert up.health(1, 2, 3, *values.values()) == messages.encode(Health(1, 2, 3, **values))
+    assert up_status.health(1, 2, 3, *values.values()) == messages.encode(Health(1, 2, 3, **values))
     with pytest.raises(TypeError):
-        up.health(1, 2, 3, temperature=20)
+        up_status.health(1, 2, 3, temperature=20)
 
 
 ACK_ARGS = (UINT32, UINT32, UINT32, st.sampled_from([0, 1]),
@@ -154,14 +155,14 @@ ACK_ARGS = (UINT32, UINT32, UINT32, st.sampled_from([0, 1]),
 @settings(max_examples=300, deadline=None)
 @given(st.tuples(*ACK_ARGS))
 def test_ack_is_the_class_encoding(args):
-    assert outcome(lambda: up.ack(*args)) == outcome(lambda: messages.encode(Ack(*args)))
+    assert outcome(lambda: up_status.ack(*args)) == outcome(lambda: messages.encode(Ack(*args)))
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.tuples(*[either(strategy) for strategy in ACK_ARGS[:6]],
                  st.one_of(RESULTS, st.just([[[1]]]), st.just({"a": [[1]]}))))
 def test_ack_refuses_what_the_class_refuses(args):
-    assert outcome(lambda: up.ack(*args)) == outcome(lambda: messages.encode(Ack(*args)))
+    assert outcome(lambda: up_status.ack(*args)) == outcome(lambda: messages.encode(Ack(*args)))
 
 
 OTA_ARGS = (UINT32, UINT32, UINT32, st.integers(1, 6), st.one_of(st.none(), st.integers(0, 100)),
@@ -171,21 +172,21 @@ OTA_ARGS = (UINT32, UINT32, UINT32, st.integers(1, 6), st.one_of(st.none(), st.i
 @settings(max_examples=300, deadline=None)
 @given(st.tuples(*OTA_ARGS))
 def test_ota_progress_is_the_class_encoding(args):
-    assert outcome(lambda: up.ota_progress(*args)) == outcome(lambda: messages.encode(OtaProgress(*args)))
+    assert outcome(lambda: up_status.ota_progress(*args)) == outcome(lambda: messages.encode(OtaProgress(*args)))
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.tuples(*[either(strategy) for strategy in OTA_ARGS]))
 def test_ota_progress_refuses_what_the_class_refuses(args):
-    assert outcome(lambda: up.ota_progress(*args)) == outcome(lambda: messages.encode(OtaProgress(*args)))
+    assert outcome(lambda: up_status.ota_progress(*args)) == outcome(lambda: messages.encode(OtaProgress(*args)))
 
 
 def test_ota_progress_of_a_failure_needs_a_reason():
-    assert up.ota_progress(1, 2, 3, 6, None, "CRASHED", "1.5.0") == messages.encode(
+    assert up_status.ota_progress(1, 2, 3, 6, None, "CRASHED", "1.5.0") == messages.encode(
         OtaProgress(1, 2, 3, 6, None, "CRASHED", "1.5.0"))
     for state in (5, 6):
         with pytest.raises(ProtocolError) as caught:
-            up.ota_progress(1, 2, 3, state)
+            up_status.ota_progress(1, 2, 3, state)
         assert "key 6" in str(caught.value)
 
 
@@ -195,26 +196,27 @@ PULL_ARGS = (UINT32, UINT32, UINT32, st.integers(0, 200), UINT32, st.integers(1,
 @settings(max_examples=300, deadline=None)
 @given(st.tuples(*PULL_ARGS))
 def test_pull_is_the_class_encoding(args):
-    assert up.pull(*args) == messages.encode(Pull(*args))
+    assert up_status.pull(*args) == messages.encode(Pull(*args))
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.tuples(*[either(strategy) for strategy in PULL_ARGS]))
 def test_pull_refuses_what_the_class_refuses(args):
-    assert outcome(lambda: up.pull(*args)) == outcome(lambda: messages.encode(Pull(*args)))
+    assert outcome(lambda: up_status.pull(*args)) == outcome(lambda: messages.encode(Pull(*args)))
 
 
 def test_pull_window_is_one_to_eight_chunks():
-    assert up.pull(1, 2, 3, 0, 0, 8) == messages.encode(Pull(1, 2, 3, 0, 0, 8))
+    assert up_status.pull(1, 2, 3, 0, 0, 8) == messages.encode(Pull(1, 2, 3, 0, 0, 8))
     for count in (0, 9):
         with pytest.raises(ProtocolError):
-            up.pull(1, 2, 3, 0, 0, count)
+            up_status.pull(1, 2, 3, 0, 0, count)
 
 
 def test_a_valid_ack_encodes():
     # the property tests compare outcomes: make sure valid acks do come out as bytes
-    assert up.ack(1, 2, 3, 1, ["bad_threshold"], 4, None) == messages.encode(Ack(1, 2, 3, 1, ["bad_threshold"], 4))
-    assert up.ack(1, 2, 3, 0, None, None, {"echo": [1, 2]})[-1] == 2
+    assert up_status.ack(1, 2, 3, 1, ["bad_threshold"], 4, None) == messages.encode(
+        Ack(1, 2, 3, 1, ["bad_threshold"], 4))
+    assert up_status.ack(1, 2, 3, 0, None, None, {"echo": [1, 2]})[-1] == 2
 
 
 def test_payload_limit_is_the_contracts():
@@ -245,6 +247,14 @@ VECTORS = [v for v in json.loads((REPO / "protocols/vectors/messages.json").read
 @pytest.mark.parametrize("vector", VECTORS, ids=[v["name"] for v in VECTORS])
 def test_message_vectors(vector):
     assert check_up_vector(vector) is None
+
+
+def test_only_telemetry_and_event_are_in_the_resident_module():
+    """The node keeps protocols.up loaded; the encoders it needs now and then are up_status's alone (whether
+    up imports up_status shows in the VM: tests/test_protocols_up_vm.py)."""
+    rare = {"state", "health", "ack", "ota_progress", "pull"}
+    assert {"telemetry", "event"} <= set(vars(up)) and not rare & set(vars(up))
+    assert rare <= set(vars(up_status)) and not {"telemetry", "event"} & set(vars(up_status))
 
 
 def test_every_device_message_has_vectors():

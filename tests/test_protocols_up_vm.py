@@ -1,5 +1,6 @@
-"""protocols.up in the real VM, loaded as `.mpy` as on a board: the message vectors, random messages
-against the bytes CPython's message classes give, what the node's hot path imports, and its heap.
+"""protocols.up and up_status in the real VM, loaded as `.mpy` as on a board: the message vectors, random
+messages against the bytes CPython's message classes give, what the node's hot path imports, its heap, and
+up_status loaded per call and dropped afterwards.
 """
 
 import random
@@ -18,8 +19,9 @@ from tests.mpvm import REPO, check_micropython
 
 pytestmark = pytest.mark.micropython
 
-#: What the node keeps loaded of protocols/ (agent/app.py, reporter.py, uplink.py, commands.py import
-#: up, senml_pack and topics); nothing else may come with them or with encoding a message.
+#: What the node keeps loaded of protocols/ (its resident modules import up, senml_pack and topics);
+#: nothing else may come with them or with encoding telemetry and events. The other messages' encoders
+#: (protocols.up_status) are loaded per call.
 HOT_PATH = ["protocols", "protocols.cbor", "protocols.errors", "protocols.senml_pack", "protocols.topics",
             "protocols.up"]
 
@@ -109,11 +111,11 @@ def test_random_messages_match_the_classes_under_micropython(compiled, tmp_path)
     batch.write_text("".join(repr(list(case)) + "\n" for case in cases))  # repr() is MicroPython source too
     code = """
 import binascii
-from protocols import up
+from protocols import up, up_status
 with open(PATH) as f:
     for line in f:
         kind, args, expected = eval(line)
-        got = binascii.hexlify(getattr(up, kind)(*args)).decode()
+        got = binascii.hexlify(getattr(up if kind in ("telemetry", "event") else up_status, kind)(*args)).decode()
         print("ok" if got == expected else "%s %r gives %s, not %s" % (kind, args, got, expected))
 """.replace("PATH", repr(str(batch)))
     out = check_micropython(code, heap="110k", path=[compiled]).splitlines()
@@ -122,25 +124,33 @@ with open(PATH) as f:
 
 
 def test_the_hot_path_imports_only_its_own_modules(compiled):
-    """Building and encoding every message the node sends loads no decoder, message class or checks."""
+    """Building and encoding every message the node sends loads no decoder, message class or checks; the
+    hot path's own messages load not even up_status, the others nothing more."""
     code = """
 import sys
+def loaded():
+    print(sorted(name for name in sys.modules if name.startswith("protocols")))
 from protocols import senml_pack, topics, up
 b = senml_pack.PackBuilder(4)
 b.add("level", 412, -2)
 b.add("rise", 0.01, -2, "m/s")
 up.telemetry(1, 2, b.pack(900))
 up.event(1, 3, "flood", 1, 2, 152, 150, -95)
-up.state(1, 4, True, "1.4.2", 3, 3, "water")
-up.state(1, 5, False)
-up.health(1, 6, 60, heap_free=1000, rssi=-71, errors={"i2c": 2}, fault="echo_timeout")
-up.ack(1, 7, 77, 1, ["bad_threshold"], 3, 123)
 print(topics.up("city", "wl-1", "telemetry"))
-print(sorted(name for name in sys.modules if name.startswith("protocols")))
+loaded()
+from protocols import up_status
+up_status.state(1, 4, True, "1.4.2", 3, 3, "water")
+up_status.state(1, 5, False)
+up_status.health(1, 6, 60, heap_free=1000, rssi=-71, errors={"i2c": 2}, fault="echo_timeout")
+up_status.ack(1, 7, 77, 1, ["bad_threshold"], 3, 123)
+up_status.ota_progress(1, 8, 77, 5, 40, "CRASHED", "1.5.0")
+up_status.pull(1, 9, 77, 1, 4096, 8)
+loaded()
 """
     out = check_micropython(code, heap="110k", path=[compiled]).splitlines()
     assert out[0] == "dt/city/wl-1/telemetry"
     assert out[1] == repr(HOT_PATH)
+    assert out[2] == repr(sorted(HOT_PATH + ["protocols.up_status"]))
 
 
 def test_heap_the_hot_path_keeps(compiled):
@@ -163,3 +173,34 @@ print(encoder - errors, used() - start)
     print("protocols on the node's hot path: encoder %d bytes, all %d bytes" % (encoder, total))
     assert encoder <= 4096
     assert total <= 15 * 1024
+
+
+def test_up_status_loaded_per_call_leaves_nothing_behind(compiled):
+    """As the node sends a birth (agent.transient.run): the same bytes, and afterwards neither the module
+    nor its code on the heap. Its names were interned by an earlier call, as at start-up (agent/startup.py):
+    those stay, whatever is dropped."""
+    from protocols import up_status
+
+    code = """
+import binascii, gc, sys
+from agent import transient
+from protocols import up
+def used():
+    gc.collect()
+    return gc.mem_alloc()
+transient.run("protocols.up_status", "pull", 1, 1, 2, 3, 4, 5)
+start = used()
+birth = transient.run("protocols.up_status", "state", 1, 4, True, "1.4.2", 3, 3, "water")
+left = used() - start
+print(binascii.hexlify(birth).decode())
+print("protocols.up_status" in sys.modules, hasattr(sys.modules["protocols"], "up_status"))
+start = used()
+from protocols import up_status
+print(left, used() - start)
+"""
+    out = check_micropython(code, heap="110k", path=[compiled]).splitlines()
+    assert out[0] == up_status.state(1, 4, True, "1.4.2", 3, 3, "water").hex()
+    assert out[1] == "False False"
+    left, resident = map(int, out[2].split())
+    print("up_status: %d bytes left after a call (the birth's bytes), %d bytes resident" % (left, resident))
+    assert left < resident // 4

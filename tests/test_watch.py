@@ -1,6 +1,6 @@
 """`fleet watch`: the frame drawn from a real SQLite store filled through `Store.ingest` with the bytes a
-node publishes (protocols.up) read by the ingest's own decoder, `--once` through the CLI, and Ctrl-C on a
-live `fleet watch` in a pseudo-terminal.
+node publishes (protocols.up, up_status) read by the ingest's own decoder, `--once` through the CLI, and
+Ctrl-C on a live `fleet watch` in a pseudo-terminal.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fleet.ingest.decode import decode
 from fleet.registry import open_registry
 from fleet.store import Batch, FleetAlarm, Inbound, Store, open_store
 from fleet.watch_view import render
-from protocols import up
+from protocols import up, up_status
 from protocols.senml_pack import PackBuilder
 
 NOW = 1_760_000_000.0  # the snapshot's clock; every message arrives shortly before it
@@ -56,7 +56,7 @@ class Wire:
         self.messages.append(inbound)
 
     def birth(self, device: str, received: float, boot: int = 1) -> None:
-        self.send(device, "state", up.state, received, True, "1.4.2", 3, 1, boot=boot)
+        self.send(device, "state", up_status.state, received, True, "1.4.2", 3, 1, boot=boot)
 
     def telemetry(self, device: str, received: float, readings: list[tuple[str, float, int]], ut: int) -> None:
         builder = PackBuilder()
@@ -88,7 +88,7 @@ def fill(store: Store, now: float) -> None:
     wire.birth("wl-01", now - 600)
     wire.telemetry("wl-01", now - 30, [("level", 380, -60), ("level", 412, -5)], 900)
     wire.send("wl-01", "event", up.event, now - 20, "flood", 1, 2, 412, 400, -95)
-    wire.send("wl-01", "health", up.health, now - 10, 600, battery=3900)
+    wire.send("wl-01", "health", up_status.health, now - 10, 600, battery=3900)
     # wl-02: stale: said it would talk every minute, silent for three hours
     wire.birth("wl-02", now - 3 * 3600 - 100)
     wire.telemetry("wl-02", now - 3 * 3600, [("level", 7, 0)], 60)
@@ -97,11 +97,11 @@ def fill(store: Store, now: float) -> None:
     wire.telemetry("mh-01", now - 300, [("tilt", 2.5, 0)], 3600)
     wire.send("mh-01", "event", up.event, now - 290, "tilt", 1, 1, 2.5, 2.0, -10)
     wire.fleet_alarms.append(FleetAlarm("mh-01", "lift", 1, 2, 9.5, 8.0, now - 200, now - 200))
-    wire.send("mh-01", "state", up.state, now - 120, False, boot=4)
+    wire.send("mh-01", "state", up_status.state, now - 120, False, boot=4)
     # mh-02: degraded, low battery
     wire.birth("mh-02", now - 400)
     wire.telemetry("mh-02", now - 60, [("tilt", 0.25, 0)], 3600)
-    wire.send("mh-02", "health", up.health, now - 50, 350, battery=3300)
+    wire.send("mh-02", "health", up_status.health, now - 50, 350, battery=3300)
     # zz-9: publishes, but nobody registered it
     wire.telemetry("zz-9", now - 15, [("load", 1234.5, 0)], 600)
     wire.ingest(store)

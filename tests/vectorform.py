@@ -153,16 +153,18 @@ def check_vector(vector):
     return None
 
 
-#: Keys of the optional arguments of each protocols.up function after (boot, seq), in argument order.
+#: Keys of the optional arguments of each encoder after (boot, seq), in argument order.
 _UP_KEYS = {"event": range(3, 9), "state": range(3, 8), "health": range(3, 15), "ack": range(3, 8),
             "ota": range(3, 8), "pull": range(3, 7)}
-#: protocols.up function of a topic type, where it is not named as the type.
+#: The encoder of a topic type, where it is not named as the type.
 _UP_NAMES = {"ota": "ota_progress"}
+#: The encoders protocols.up holds (the node keeps them resident); the others are protocols.up_status's.
+_RESIDENT = ("telemetry", "event")
 
 
 def up_call(vector):
-    """(protocols.up function name, its arguments) that should give the bytes of a message vector, or None
-    when protocols.up has no encoder for it (commands)."""
+    """(encoder name, its arguments) that should give the bytes of a message vector, or None when the node
+    has no encoder for it (commands)."""
     parts = vector["topic"].split("/")
     kind = parts[3]
     if parts[0] != "dt":
@@ -174,15 +176,16 @@ def up_call(vector):
 
 
 def check_up_vector(vector):
-    """Run one device message vector (protocols/vectors/messages.json) through protocols.up: None, or what
-    failed."""
-    from protocols import up
+    """Run one device message vector (protocols/vectors/messages.json) through the node's encoder of it
+    (protocols.up or up_status): None, or what failed."""
+    from protocols import up, up_status
 
     call = up_call(vector)
     if call is None:
         return None
     try:
-        encoded = binascii.hexlify(getattr(up, call[0])(*call[1])).decode()
+        encode = getattr(up if call[0] in _RESIDENT else up_status, call[0])
+        encoded = binascii.hexlify(encode(*call[1])).decode()
     except ValueError as error:
         return "raised {}".format(error)
     if encoded != vector["hex"]:

@@ -14,6 +14,7 @@ import random
 import tempfile
 import time
 
+from agent import reconfig
 from agent.config import AgentConfig
 from agent.manhole import ManholeSensor
 from agent.outbox import Outbox
@@ -48,7 +49,7 @@ def quiet_day(kind: str, seed: int = 1) -> dict:
         sequence = Sequence(root + "/seq")
         reporter = Reporter(config, outbox, sequence, root + "/alarms")
         # The app's rule (agent/app.py): the config's quiet-day period, never longer than the sensor's own.
-        period = min(config.sample_s(reporter.measures[0]), SENSORS[kind].SLOW_MS // 1000)
+        period = min(reconfig.sample_s(config, reporter.measures[0]), SENSORS[kind].SLOW_MS // 1000)
         start = int(time.time())
         naive = samples = 0
         single = PackBuilder(1)

@@ -315,14 +315,14 @@ def mix(devices: int = INGEST_DEVICES, total: int = INGEST_MESSAGES, seed: int =
     """(messages, readings they hold once resends and garbage are left out): a birth per device, then 80 %
     live telemetry packs of 1-3 readings, 5 % backfill packs of 10-30 readings, 8 % health, 2 % alarm
     events, 1 % acks, 3 % QoS 1 resends of an earlier message, 1 % garbage (bad CBOR, unknown type)."""
-    from protocols import up
+    from protocols import up, up_status
 
     rnd, now = random.Random(seed), int(time.time())
     kinds = [list(SENSORS)[i % 3] for i in range(devices)]
     names = ["%s-%04d" % (kind[:2], i) for i, kind in enumerate(kinds)]
     seqs = [1] * devices
     sent: list[list[tuple[str, bytes]]] = [[] for _ in range(devices)]
-    out = [("dt/%s/%s/state" % (FLEET, names[i]), up.state(1, 0, True, "1.4.2", 0, 1, kinds[i]))
+    out = [("dt/%s/%s/state" % (FLEET, names[i]), up_status.state(1, 0, True, "1.4.2", 0, 1, kinds[i]))
            for i in range(devices)]
     readings = 0
     while len(out) < total:
@@ -339,11 +339,11 @@ def mix(devices: int = INGEST_DEVICES, total: int = INGEST_MESSAGES, seed: int =
             message = (topic + "telemetry", up.telemetry(1, seq, pack))
             readings += len(pack)
         elif r < 0.93:
-            message = (topic + "health", up.health(1, seq, 600 + seq, heap_free=60000, battery=3700, outbox=0))
+            message = (topic + "health", up_status.health(1, seq, 600 + seq, heap_free=60000, battery=3700, outbox=0))
         elif r < 0.95:
             message = (topic + "event", up.event(1, seq, "storm", rnd.randint(0, 1), 2, 25.0, 24.5, -3))
         elif r < 0.96:
-            message = (topic + "ack", up.ack(1, seq, rnd.randrange(1 << 30), 0, config=1))
+            message = (topic + "ack", up_status.ack(1, seq, rnd.randrange(1 << 30), 0, config=1))
         elif r < 0.99 and sent[i]:
             out.append(rnd.choice(sent[i]))  # a resend: same boot and seq
             continue

@@ -314,7 +314,7 @@ class Puller:
         self._pull()
 
     def _pull(self) -> None:
-        from protocols import up
+        from protocols import up_status
         from protocols.ota import CHUNK, WINDOW
         from tools.fleetsim import mqttwire as wire
 
@@ -323,7 +323,7 @@ class Puller:
         self.end = min(total, self.offset + count * CHUNK)
         self.seq += 1
         self.pid = self.pid % 0xFFFF + 1
-        self.conn.write(wire.publish(self.pull_topic, up.pull(1, self.seq, self.cid, index, self.offset, count),
+        self.conn.write(wire.publish(self.pull_topic, up_status.pull(1, self.seq, self.cid, index, self.offset, count),
                                      1, self.pid))
 
     def on_puback(self, pid: int) -> None:

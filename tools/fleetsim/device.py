@@ -1,6 +1,6 @@
 """One simulated sensor node: the agent's behaviour on the wire, without its VM.
 
-What it sends is what agent/app.py sends, encoded by the same `protocols.up` functions:
+What it sends is what agent/app.py sends, encoded by the same `protocols.up` and `up_status` functions:
 - at every connection attempt a will (retained state offline) with a freshly reserved seq; after the
   CONNACK a retained birth, then the subscription to its commands (agent/app.py `_will`, `birth`);
 - each sample: alarm events from the agent's own `Alarm` with the firmware's default thresholds
@@ -31,7 +31,7 @@ from typing import Any
 
 from agent.alarm import Alarm
 from agent.defaults import config_for
-from protocols import up
+from protocols import up, up_status
 from protocols.cbor import dumps
 from protocols.errors import ProtocolError
 from tools.fleetsim import mqttwire as wire
@@ -192,10 +192,11 @@ class SimDevice(Sessions):
             return
         st = ctx.scenario_time()
         seq = self.next_seq()
-        payload = up.health(self.boot, seq, int(now - self.started), heap_free=60000 + ctx.rnd.randrange(4000),
-                            heap_min=48000, flash_free=1_200_000, battery=ctx.weather.battery_mv(st),
-                            rssi=ctx.weather.rssi(st), outbox=len(self.outbox) + self.flight, dropped=self.dropped,
-                            reconnects=self.ledger.connects)
+        payload = up_status.health(self.boot, seq, int(now - self.started),
+                                   heap_free=60000 + ctx.rnd.randrange(4000), heap_min=48000, flash_free=1_200_000,
+                                   battery=ctx.weather.battery_mv(st), rssi=ctx.weather.rssi(st),
+                                   outbox=len(self.outbox) + self.flight, dropped=self.dropped,
+                                   reconnects=self.ledger.connects)
         self.live(HEALTH, seq, payload)
 
     def misbehave(self) -> None:
@@ -349,14 +350,15 @@ class SimDevice(Sessions):
     def ack(self, cid: int, reasons: list[str] | None, result: Any = None) -> None:
         """Acknowledge command `cid` (refused when there are reasons)."""
         seq = self.next_seq()
-        self.live(ACK, seq, up.ack(self.boot, seq, cid, 1 if reasons else 0, reasons, self.config_version, result))
+        self.live(ACK, seq, up_status.ack(self.boot, seq, cid, 1 if reasons else 0, reasons, self.config_version,
+                                          result))
 
     def birth(self) -> None:
         """The retained birth; the next pack carries `ut` again."""
         seq = self.next_seq()
-        self._send((LIVE, self.boot, seq, STATE, up.state(self.boot, seq, True, self.firmware.version,
-                                                          self.config_version, self.reset_cause,
-                                                          SENSOR[self.kind]), 0))
+        self._send((LIVE, self.boot, seq, STATE, up_status.state(self.boot, seq, True, self.firmware.version,
+                                                                 self.config_version, self.reset_cause,
+                                                                 SENSOR[self.kind]), 0))
         self.send_ut = True
 
     # ---- the connection ----

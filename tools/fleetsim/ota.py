@@ -110,10 +110,10 @@ def on_session(dev: Any) -> None:
 
 def report(dev: Any, cid: int, state: int, reason: str | None, target: str, percent: int | None = None) -> None:
     """A progress report of the running agent: at once, or kept in the outbox (agent/app.py publish_now)."""
-    from protocols import up
+    from protocols import up_status
 
     seq = dev.next_seq()
-    dev.live(OTA, seq, up.ota_progress(dev.boot, seq, cid, state, percent, reason, target))
+    dev.live(OTA, seq, up_status.ota_progress(dev.boot, seq, cid, state, percent, reason, target))
 
 
 def outcome(dev: Any, cid: int, state: int, reason: str | None, target: str, close: bool = True) -> None:

@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from typing import Any
 
-from protocols import up
+from protocols import up_status
 from tools.fleetsim import mqttwire as wire
 from tools.fleetsim.connection import Connection
 from tools.fleetsim.items import GARBAGE, LIVE, MODE, OUTBOX, STATE, TOPIC_KINDS
@@ -85,7 +85,7 @@ class Sessions:
         settings = ctx.settings
         async with ctx.connecting:
             boot, seq = self.boot, self.next_seq()
-            will = (self.topics[STATE].decode(), up.state(boot, seq, False), 1, True)
+            will = (self.topics[STATE].decode(), up_status.state(boot, seq, False), 1, True)
             future: asyncio.Future[int] = ctx.loop.create_future()
             conn = Connection(self, wire.connect(self.client_id, settings.keepalive, self.username, self.password,
                                                  will), future)

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from protocols import manifest as mf
-from protocols import up
+from protocols import up_status
 from protocols.errors import ProtocolError
 from protocols.ota import CHUNK, DOWNLOADING, FAILED, STAGED, VERIFYING, WINDOW
 from tools.fleetsim.items import OTA, PULL
@@ -94,7 +94,7 @@ class Update:
         count = max(1, min(WINDOW, (self.total - at + CHUNK - 1) // CHUNK))  # at the end: one empty chunk
         self.end = min(self.total, at + count * CHUNK)
         seq = dev.next_seq()
-        dev.mode_live(PULL, seq, up.pull(dev.boot, seq, self.offer.cid, self.index, at, count))
+        dev.mode_live(PULL, seq, up_status.pull(dev.boot, seq, self.offer.cid, self.index, at, count))
         dev.ledger.ota.pulls += 1
         self.session = dev.ledger.connects
         if self.timer is not None:
@@ -225,8 +225,8 @@ class Update:
         """Progress of this update, live (update mode has no outbox)."""
         dev = self.dev
         seq = dev.next_seq()
-        dev.mode_live(OTA, seq, up.ota_progress(dev.boot, seq, self.offer.cid, state, percent, reason,
-                                                    self.offer.firmware))
+        dev.mode_live(OTA, seq, up_status.ota_progress(dev.boot, seq, self.offer.cid, state, percent, reason,
+                                                           self.offer.firmware))
 
     def finish(self, reason: str | None) -> None:
         """End the update: staged (reason None) or failed; reported, then `on_end`."""
