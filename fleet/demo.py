@@ -24,7 +24,6 @@ from typing import Any
 
 from fleet.errors import FleetError
 
-BIG_HEAP = "120k"
 #: The provisioning baud rate: the emulated boards' REPL runs as fast as a real USB-serial bridge allows.
 BAUD = 921600
 
@@ -49,11 +48,9 @@ NODES = (
          {"level_cm": "0", "mount_height_cm": "300"}),
     # A typhoon at 10x. The storm alarm watches the wind itself: the gust is a 10-minute maximum
     # (WMO), which would keep the alarm up ten real minutes after a sped-up storm has passed.
-    # The wind-load and manhole-tilt agents run in 110 KB but a config change does not fit it reliably yet
-    # (issue 4): 120 KB for them.
-    Node("wind-load", "Ocean Ave 8, billboard", "typhoon", 10, ("alarm.storm.measure=wind",), heap=BIG_HEAP),
+    Node("wind-load", "Ocean Ave 8, billboard", "typhoon", 10, ("alarm.storm.measure=wind",)),
     # Someone lifts a manhole cover, sets it aside for two minutes and drops it back, in real time.
-    Node("manhole-tilt", "Market St / 3rd, cover 17", "manhole-lift", 1, (), heap=BIG_HEAP),
+    Node("manhole-tilt", "Market St / 3rd, cover 17", "manhole-lift", 1, ()),
 )
 
 

@@ -18,11 +18,8 @@ from tests.observer import Observer
 pytestmark = pytest.mark.hil
 
 FLEET = "city"
-# The water-level node runs with the emulator's default heap, 110 KB, as an ESP32 without PSRAM. The
-# manhole-tilt and wind-load nodes fit it running, but not yet reliably through a config change (a few KB
-# short, depending on fragmentation), so they get 120 KB here; issue 4 stays open on it.
+# Every node runs with the emulator's default heap, 110 KB: the free heap of an ESP32 without PSRAM.
 HEAP = None
-HEAP_OF = {"manhole-tilt": "120k", "wind-load": "120k"}
 SCENARIOS = Path(__file__).resolve().parent.parent / "tools" / "boardemu" / "scenarios"
 FAST_FLOOD = {"flood": Alarm("level", 270, 240, 3, 2), "flood_warn": Alarm("level", 150, 120, 3, 1)}
 
@@ -154,7 +151,7 @@ KIND_CASES = {
 @pytest.mark.parametrize("kind", sorted(KIND_CASES))
 def test_scenario_alarms_raise_and_clear_once(kind, board_factory, broker, tmp_path_factory):
     calibration, scenario, speed, alarms, expected = KIND_CASES[kind]
-    board = board_factory(kind, heap=HEAP_OF.get(kind, HEAP))
+    board = board_factory(kind, heap=HEAP)
     device = "%s-%s" % (kind.split("-")[0][:5], board.uid[-6:])
     identity = {"fleet": FLEET, "id": device, "kind": kind,
                 "broker": {"host": "127.0.0.1", "port": broker.port}, "calibration": calibration}

@@ -18,7 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from fleet.demo import BIG_HEAP, DemoSite, Node, wait_until
+from fleet.demo import DemoSite, Node, wait_until
 from fleet.store import open_store
 
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
@@ -29,9 +29,8 @@ NODES = (
          ("sample.level=2", "alarm.flood.confirm=3", "alarm.flood_warn.confirm=3", "heartbeat=%d" % HEARTBEAT),
          {"level_cm": "0", "mount_height_cm": "300"}),
     Node("wind-load", "Ocean Ave 8", "typhoon", 30,
-         ("alarm.storm.measure=wind", "alarm.storm.confirm=2", "heartbeat=%d" % HEARTBEAT), heap=BIG_HEAP),
-    Node("manhole-tilt", "Market St 3", "manhole-lift", 5, ("alarm.tilt.confirm=2", "heartbeat=%d" % HEARTBEAT),
-         heap=BIG_HEAP),
+         ("alarm.storm.measure=wind", "alarm.storm.confirm=2", "heartbeat=%d" % HEARTBEAT)),
+    Node("manhole-tilt", "Market St 3", "manhole-lift", 5, ("alarm.tilt.confirm=2", "heartbeat=%d" % HEARTBEAT)),
 )
 EXPECTED = {"water-level": {"flood", "flood_warn"}, "wind-load": {"storm"}, "manhole-tilt": {"tilt"}}
 
