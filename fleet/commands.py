@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import queue
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fleet.errors import FleetError
-from fleet.selftest import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable, default_broker
+from fleet.selftest import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable, default_broker, untrusted
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -64,7 +65,7 @@ class DeviceLink:
         client.username_pw_set(OPS_USER, self._secret)
         client.connect_timeout = CONNECT_TIMEOUT
         if self.broker.tls:
-            client.tls_set()
+            client.tls_set_context(self.broker.tls_context())  # the CA of --broker-ca, else the system's
         put = self._inbox.put
         client.on_connect = lambda c, u, flags, reason, props: put(("connect", reason))
         client.on_subscribe = lambda c, u, mid, reasons, props: put(("suback", reasons))
@@ -73,6 +74,8 @@ class DeviceLink:
         client.on_disconnect = lambda c, u, flags, reason, props: put(("disconnect", reason))
         try:
             client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except ssl.SSLCertVerificationError as error:
+            raise FleetError(untrusted(self.broker, error)) from None
         except (OSError, ValueError) as error:
             raise BrokerUnreachable("cannot reach the broker at %s (%s); check --broker (or FLEET_BROKER) and "
                                     "that it runs" % (self.broker, getattr(error, "strerror", None) or error)) from None

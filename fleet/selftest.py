@@ -91,13 +91,18 @@ class BrokerAddress:
 
 
 class _NamedContext(ssl.SSLContext):
-    """Checks the peer against `server_name` whatever host was dialled (paho names the host it connects to)."""
+    """Checks the peer against `server_name` whatever host was dialled (paho names the host it connects to;
+    asyncio, for the ingest's gmqtt, wraps a BIO instead of a socket)."""
 
     server_name = ""
 
     def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         kwargs["server_hostname"] = self.server_name
         return super().wrap_socket(sock, *args, **kwargs)
+
+    def wrap_bio(self, incoming: Any, outgoing: Any, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        kwargs["server_hostname"] = self.server_name
+        return super().wrap_bio(incoming, outgoing, *args, **kwargs)
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
@@ -169,6 +174,19 @@ def with_ca(broker: BrokerAddress, ca_file: str | None) -> BrokerAddress:
     return replace(broker, ca=read_broker_ca(ca_file))
 
 
+def broker_from_options(url: str | None, ca_file: str | None, need_ca: bool = False,
+                        home: Path | None = None) -> BrokerAddress | None:
+    """The broker of --broker and --broker-ca, checked; None (the fleet's default, resolved when needed)
+    when neither was given. With `need_ca` (a node's identity) a TLS broker must come with its CA; without
+    it and without --broker-ca the fleet's own connection trusts the system's CAs."""
+    if url is None and ca_file is None:
+        return None
+    broker = parse_broker_url(url) if url else default_broker(home)
+    if ca_file is None and not need_ca:
+        return broker
+    return with_ca(broker, ca_file)
+
+
 def require_ca(broker: BrokerAddress) -> BrokerAddress:
     """`broker`, unless it is a TLS broker without its CA (FleetError): a node refuses such an identity."""
     if broker.tls and broker.ca is None:
@@ -188,7 +206,7 @@ def check_certificate(broker: BrokerAddress) -> None:
         with socket.create_connection((broker.host, broker.port), timeout=CONNECT_TIMEOUT) as sock:
             broker.tls_context().wrap_socket(sock).close()
     except ssl.SSLCertVerificationError as error:
-        raise FleetError(_untrusted(broker, error)) from None
+        raise FleetError(untrusted(broker, error)) from None
     except OSError:
         pass  # not reachable from here (yet): provisioning goes on, its check stays pending
 
@@ -342,7 +360,7 @@ class Watch:
             self._client.connect(self.broker.host, self.broker.port, keepalive=30)
         except ssl.SSLCertVerificationError as error:
             # Not a broker that is down: the node, checking it the same way, would refuse it too.
-            raise FleetError(_untrusted(self.broker, error)) from None
+            raise FleetError(untrusted(self.broker, error)) from None
         except (OSError, ValueError) as error:
             raise BrokerUnreachable("cannot reach the broker at %s (%s)"
                                     % (self.broker, getattr(error, "strerror", None) or error)) from None
@@ -438,14 +456,15 @@ class Watch:
             self._client.loop_stop()
 
 
-def _untrusted(broker: BrokerAddress, error: ssl.SSLCertVerificationError) -> str:
+def untrusted(broker: BrokerAddress, error: ssl.SSLCertVerificationError) -> str:
     """Why the broker's certificate was refused, and what to do about it."""
     why = error.verify_message or str(error)
     if error.verify_code in NAME_MISMATCH:
         return ("the broker at %s presented a certificate for another name (%s): give the broker by a name or "
                 "address its certificate carries" % (broker, why))
-    return ("the broker at %s presented a certificate that does not verify against the CA given (%s): pass "
-            "--broker-ca FILE with the CA that signed the broker's certificate" % (broker, why))
+    against = "the CA given" if broker.ca else "this computer's CAs"
+    return ("the broker at %s presented a certificate that does not verify against %s (%s): pass "
+            "--broker-ca FILE with the CA that signed the broker's certificate" % (broker, against, why))
 
 
 def settle(registry: Registry, result: DeviceResult, timeout: float) -> str:

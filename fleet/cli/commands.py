@@ -14,13 +14,15 @@ if TYPE_CHECKING:
 
 BROKER_HELP = ("Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT [default: $FLEET_BROKER, else the listener of "
                "`fleet broker config`].")
+BROKER_CA_HELP = ("With an mqtts:// broker: the PEM file of the CA certificate(s) that signed the broker's "
+                  "certificate [default: $FLEET_BROKER_CA, else the system's CAs].")
 JSON_HELP = "Print the outcome as JSON."
 
 
-def _broker(url: str | None) -> BrokerAddress | None:
-    from fleet.selftest import parse_broker_url
+def _broker(url: str | None, ca_file: str | None) -> BrokerAddress | None:
+    from fleet.selftest import broker_from_options
 
-    return parse_broker_url(url) if url else None
+    return broker_from_options(url, ca_file)
 
 
 @click.command("ping")
@@ -28,20 +30,22 @@ def _broker(url: str | None) -> BrokerAddress | None:
 @click.option("--timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds to wait for the answer.")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def ping(device_id: str, timeout: float, broker: str | None, as_json: bool) -> None:
+def ping(device_id: str, timeout: float, broker: str | None, broker_ca: str | None, as_json: bool) -> None:
     """Ping a device and print the round trip time.
 
     Exit 0 when it answered, 3 when it did not within --timeout (offline or asleep: a ping is not
     kept for a device that is not connected).
 
     \b
-    Example:
+    Examples:
       fleet ping wl-4f81c2
+      fleet ping wl-4f81c2 --broker mqtts://10.0.0.5:8883 --broker-ca city-ca.pem
     """
     from fleet.commands import ping as run
 
-    result = run(device_id, timeout, _broker(broker))
+    result = run(device_id, timeout, _broker(broker, broker_ca))
     if as_json:
         click.echo(json.dumps(result.as_dict(), sort_keys=True))
     else:
@@ -55,8 +59,10 @@ def ping(device_id: str, timeout: float, broker: str | None, as_json: bool) -> N
               help="Seconds to wait for the ack and the birth of the new boot.")
 @click.option("--no-wait", is_flag=True, help="Return once the device acknowledged, without waiting for its birth.")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
-def reboot(device_id: str, timeout: float, no_wait: bool, broker: str | None, as_json: bool) -> None:
+def reboot(device_id: str, timeout: float, no_wait: bool, broker: str | None, broker_ca: str | None,
+           as_json: bool) -> None:
     """Restart a device and wait until it is back (a birth with a new boot id).
 
     The device acknowledges, saves its outbox and restarts. Exit 3 when it did not answer or did not
@@ -68,7 +74,7 @@ def reboot(device_id: str, timeout: float, no_wait: bool, broker: str | None, as
     """
     from fleet.commands import reboot as run
 
-    result = run(device_id, timeout, not no_wait, _broker(broker))
+    result = run(device_id, timeout, not no_wait, _broker(broker, broker_ca))
     if as_json:
         click.echo(json.dumps(result.as_dict(), sort_keys=True))
     elif result.new_boot is None:
@@ -87,11 +93,12 @@ def reboot(device_id: str, timeout: float, no_wait: bool, broker: str | None, as
               help="Seconds to wait for the device's ack.")
 @click.option("--no-wait", is_flag=True, help="Send and return; the device acks when it next connects.")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
 @click.option("--store", "store_url", envvar="FLEET_STORE", default=None,
               help="Store the ingest writes to (the device's reported config version) [default: FLEET_HOME/fleet.db].")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 def config(device_id: str, sets: tuple[str, ...], timeout: float, no_wait: bool, broker: str | None,
-           store_url: str | None, as_json: bool) -> None:
+           broker_ca: str | None, store_url: str | None, as_json: bool) -> None:
     """Change a device's config: a new version of its desired config, published retained.
 
     Each --set changes one entry of the desired config the fleet keeps for the device (start: the
@@ -107,7 +114,7 @@ def config(device_id: str, sets: tuple[str, ...], timeout: float, no_wait: bool,
     """
     from fleet.commands import configure
 
-    result = configure(device_id, list(sets), timeout, not no_wait, _broker(broker), store_url)
+    result = configure(device_id, list(sets), timeout, not no_wait, _broker(broker, broker_ca), store_url)
     if as_json:
         click.echo(json.dumps(result.as_dict(), sort_keys=True))
     elif result.status == "sent":

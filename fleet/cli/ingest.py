@@ -6,12 +6,15 @@ import click
 
 BROKER_HELP = ("Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT [default: $FLEET_BROKER, else the listener "
                "of `fleet broker config`].")
+BROKER_CA_HELP = ("With an mqtts:// broker: the PEM file of the CA certificate(s) that signed the broker's "
+                  "certificate [default: $FLEET_BROKER_CA, else the system's CAs].")
 STORE_HELP = ("Store URL: sqlite:///ABSOLUTE/PATH.db or postgresql://USER@HOST:PORT/DB "
               "[default: $FLEET_STORE, else sqlite:///FLEET_HOME/fleet.db].")
 
 
 @click.command("ingest")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
 @click.option("--store", "store_url", envvar="FLEET_STORE", default=None, help=STORE_HELP)
 @click.option("--quiet", is_flag=True, help="Log only warnings and errors, not the counters every 10 s.")
 @click.option("--shared", metavar="GROUP", envvar="FLEET_INGEST_SHARED", default=None,
@@ -21,8 +24,8 @@ STORE_HELP = ("Store URL: sqlite:///ABSOLUTE/PATH.db or postgresql://USER@HOST:P
 @click.option("--fleet-alarms/--no-fleet-alarms", envvar="FLEET_INGEST_FLEET_ALARMS", default=True, show_default=True,
               help="Check readings against each device's thresholds; off for --shared workers unless the broker "
                    "keeps each device on one worker (README).")
-def ingest(broker: str | None, store_url: str | None, quiet: bool, shared: str | None, worker: int,
-           fleet_alarms: bool) -> None:
+def ingest(broker: str | None, broker_ca: str | None, store_url: str | None, quiet: bool, shared: str | None,
+           worker: int, fleet_alarms: bool) -> None:
     """Store every device message until stopped (SIGTERM or Ctrl-C).
 
     Subscribes to dt/<fleet>/+/+ as the fleet's own account (fleet-ops), validates each message against
@@ -46,6 +49,6 @@ def ingest(broker: str | None, store_url: str | None, quiet: bool, shared: str |
     if worker and not shared:
         raise click.UsageError("--worker goes with --shared GROUP")
     configure_logging(quiet)
-    settings = settings_for(broker, store_url, shared=shared, worker=worker)
+    settings = settings_for(broker, store_url, shared=shared, worker=worker, broker_ca=broker_ca)
     settings.fleet_alarms = fleet_alarms
     run(settings)

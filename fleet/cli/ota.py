@@ -97,13 +97,15 @@ def releases(as_json: bool) -> None:
 
 BROKER_HELP = ("Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT [default: $FLEET_BROKER, else the listener of "
                "`fleet broker config`].")
+BROKER_CA_HELP = ("With an mqtts:// broker: the PEM file of the CA certificate(s) that signed the broker's "
+                  "certificate [default: $FLEET_BROKER_CA, else the system's CAs].")
 DEVICE_COLUMNS = ("device", "wave", "state", "reason", "progress", "sent", "note")
 
 
-def _broker(url: str | None) -> Any:
-    from fleet.selftest import parse_broker_url
+def _broker(url: str | None, ca_file: str | None) -> Any:
+    from fleet.selftest import broker_from_options
 
-    return parse_broker_url(url) if url else None
+    return broker_from_options(url, ca_file)
 
 
 @ota.command("rollout")
@@ -122,9 +124,10 @@ def _broker(url: str | None) -> Any:
               help="Time a device has from its offer to an outcome (an offline device gets the offer when it "
                    "connects within it).")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (progress goes to stderr).")
 def rollout(ref: str, select: str | None, waves: str, max_failures: str, min_devices: int, timeout: str,
-            broker: str | None, as_json: bool) -> None:
+            broker: str | None, broker_ca: str | None, as_json: bool) -> None:
     """Update devices to RELEASE in waves, in the foreground until the campaign is done or aborted.
 
     A wave starts once every device of the waves before it has an outcome; the campaign aborts itself as
@@ -143,7 +146,8 @@ def rollout(ref: str, select: str | None, waves: str, max_failures: str, min_dev
     # SIGTERM (a service manager, a closed session) aborts like Ctrl-C: offers never outlive their server
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        campaign = run_rollout(ref, select, waves, max_failures, min_devices, timeout, _broker(broker), echo=echo)
+        campaign = run_rollout(ref, select, waves, max_failures, min_devices, timeout, _broker(broker, broker_ca),
+                               echo=echo)
     finally:
         signal.signal(signal.SIGTERM, previous)
     if as_json:
@@ -230,10 +234,10 @@ def _merge_store(campaign: Any, store_url: str | None) -> None:
         store.close()
 
 
-def _steer(command: str, campaign_id: str, broker: str | None) -> Any:
+def _steer(command: str, campaign_id: str, broker: str | None, broker_ca: str | None = None) -> Any:
     from fleet.ota.campaign import control
 
-    return control(campaign_id, command, _broker(broker))
+    return control(campaign_id, command, _broker(broker, broker_ca))
 
 
 @ota.command("pause")
@@ -256,14 +260,15 @@ def resume(campaign_id: str) -> None:
 @ota.command("abort")
 @click.argument("campaign_id", metavar="CAMPAIGN")
 @click.option("--broker", envvar="FLEET_BROKER", default=None, help=BROKER_HELP)
-def abort(campaign_id: str, broker: str | None) -> None:
+@click.option("--broker-ca", "broker_ca", envvar="FLEET_BROKER_CA", default=None, metavar="FILE", help=BROKER_CA_HELP)
+def abort(campaign_id: str, broker: str | None, broker_ca: str | None) -> None:
     """Stop a campaign: cancel downloads, clear every offer; no device starts the update any more.
 
     Works whether or not its rollout still runs (without one, this clears the offers itself).
     """
     from fleet.ota.campaign import summary
 
-    campaign = _steer("abort", campaign_id, broker)
+    campaign = _steer("abort", campaign_id, broker, broker_ca)
     info = summary(campaign)
     click.echo("campaign %s %s: offers cleared; %d device(s) never got one" % (
         campaign.id, campaign.state, info["counts"]["pending"]))

@@ -119,11 +119,9 @@ def sync(broker: str | None, broker_ca: str | None, timeout: float, as_json: boo
 def _broker(url: str | None, ca_file: str | None) -> Any:
     """The BrokerAddress of --broker and --broker-ca, checked; None (the fleet's default, resolved when
     needed) when neither was given."""
-    from fleet.selftest import default_broker, parse_broker_url, with_ca
+    from fleet.selftest import broker_from_options
 
-    if url is None and ca_file is None:
-        return None
-    return with_ca(parse_broker_url(url) if url else default_broker(), ca_file)
+    return broker_from_options(url, ca_file, need_ca=True)
 
 
 def _print_sync(outcome: Any) -> None:

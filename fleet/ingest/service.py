@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from typing import Any
 from fleet.errors import FleetError
 from fleet.ingest.thresholds import Thresholds
 from fleet.ingest.writer import BATCH_MAX, BATCH_WAIT_S, BatchWriter, Counters, NotStored
-from fleet.selftest import BrokerAddress
+from fleet.selftest import BrokerAddress, untrusted
 from fleet.store.base import Store
 
 log = logging.getLogger("fleet.ingest")
@@ -75,21 +76,21 @@ class Settings:
 
 
 def settings_for(broker_url: str | None = None, store_url: str | None = None, home: Path | None = None,
-                 shared: str | None = None, worker: int = 0) -> Settings:
-    """Settings of this fleet: its broker (or `broker_url`), its name, the fleet-ops account, its store;
-    with `shared`, worker `worker` of that shared-subscription group."""
+                 shared: str | None = None, worker: int = 0, broker_ca: str | None = None) -> Settings:
+    """Settings of this fleet: its broker (or `broker_url`, checked with the CA file `broker_ca`), its name,
+    the fleet-ops account, its store; with `shared`, worker `worker` of that shared-subscription group."""
     import re
 
     from fleet.broker import ops_secret
     from fleet.credentials import OPS_USER
     from fleet.home import fleet_name
-    from fleet.selftest import default_broker, parse_broker_url
+    from fleet.selftest import broker_from_options, default_broker
 
     if shared is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,15}", shared):
         raise FleetError("bad shared-subscription group %r: use 1..16 characters of a-z 0-9 - _" % shared)
     if not 0 <= worker <= 999:
         raise FleetError("bad worker number %d: use 0..999" % worker)
-    broker = parse_broker_url(broker_url) if broker_url else default_broker(home)
+    broker = broker_from_options(broker_url, broker_ca, home=home) or default_broker(home)
     return Settings(broker, fleet_name(home), OPS_USER, ops_secret(home), store_url, home, shared=shared,
                     worker=worker)
 
@@ -216,9 +217,14 @@ async def _connect(client: Any, broker: BrokerAddress, username: str | None) -> 
     from gmqtt.mqtt.constants import MQTTv50
     from gmqtt.mqtt.handler import MQTTConnectError
 
+    # The CA of --broker-ca, else the system's (as ssl=True had it); gmqtt reconnects with the same context.
+    context = broker.tls_context() if broker.tls else False
     try:
-        await asyncio.wait_for(client.connect(broker.host, broker.port, ssl=broker.tls, keepalive=KEEPALIVE_S),
+        await asyncio.wait_for(client.connect(broker.host, broker.port, ssl=context, keepalive=KEEPALIVE_S),
                                CONNECT_TIMEOUT_S)
+    except ssl.SSLCertVerificationError as error:
+        await _disconnect(client)
+        raise FleetError(untrusted(broker, error)) from None
     except MQTTConnectError as error:
         await _disconnect(client)
         if getattr(error, "_code", None) in _REFUSED_AUTH:

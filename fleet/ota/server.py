@@ -21,6 +21,7 @@ import hashlib
 import os
 import queue
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.errors import FleetError
-from fleet.selftest import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable
+from fleet.selftest import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable, untrusted
 
 #: Chunk messages paho may have unacknowledged at once (the devices' windows, 8 chunks each, add up).
 MAX_INFLIGHT = 1000
@@ -121,12 +122,14 @@ class OtaServer:
         client.connect_timeout = CONNECT_TIMEOUT
         client.max_inflight_messages_set(MAX_INFLIGHT)
         if self.broker.tls:
-            client.tls_set()
+            client.tls_set_context(self.broker.tls_context())  # the CA of --broker-ca, else the system's
         client.on_connect = self._on_connect
         client.on_subscribe = lambda c, u, mid, reasons, props: self._inbox.put(("suback", mid, reasons))
         client.on_message = self._on_message
         try:
             client.connect(self.broker.host, self.broker.port, keepalive=30)
+        except ssl.SSLCertVerificationError as error:
+            raise FleetError(untrusted(self.broker, error)) from None
         except (OSError, ValueError) as error:
             raise BrokerUnreachable("cannot reach the broker at %s (%s); check --broker (or FLEET_BROKER) and "
                                     "that it runs" % (self.broker, getattr(error, "strerror", None) or error)) from None
