@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet.broker_address import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable, default_broker, untrusted
 from fleet.errors import FleetError
-from fleet.selftest import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable, default_broker, untrusted
 
 DEFAULT_TIMEOUT = 10.0
 

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet.broker_address import BrokerAddress
 from fleet.errors import FleetError
 from fleet.registry import Record, Registry
-from fleet.selftest import FAIL, PASS, PENDING, BrokerAddress, Check
+from fleet.selftest import FAIL, PASS, PENDING, Check
 
 #: Default device id: kind prefix + the last 6 hex digits of the board's unique id.
 KIND_PREFIX = {"manhole-tilt": "mh", "water-level": "wl", "wind-load": "wd"}
@@ -270,9 +271,9 @@ def provision(req: Request, on_check: Callable[[Check], None] | None = None, obs
 
     FleetError (exit 3) when a step cannot be done, saying what state the board and registry are in."""
     from fleet.board_session import BoardSession
+    from fleet.broker_address import check_certificate, default_broker, require_ca
     from fleet.home import fleet_name
     from fleet.registry import open_registry
-    from fleet.selftest import check_certificate, default_broker, require_ca
 
     if req.mount_mm is not None and req.kind != "water-level":
         raise FleetError("--mount-height is for water-level devices, not %s" % req.kind)
@@ -425,7 +426,8 @@ def _broker_files(run: _Run, registry: Registry) -> None:
 def _restart_and_check(run: _Run, registry: Registry, fleet: str, broker: BrokerAddress) -> Outcome:
     """Subscribe, restart the board, wait for its birth and telemetry; the device's final state."""
     from fleet.broker import ops_secret
-    from fleet.selftest import BrokerUnreachable, Expect, Watch, settle
+    from fleet.broker_address import BrokerUnreachable
+    from fleet.selftest import Expect, Watch, settle
 
     device_id = str(run.device_id)
     result = None

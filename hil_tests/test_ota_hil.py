@@ -31,12 +31,12 @@ import firmware.build
 from firmware.build import build_bundle, sha256_file
 from fleet.board_session import BoardSession
 from fleet.broker import acl_text, ops_secret
+from fleet.broker_address import BrokerAddress
 from fleet.credentials import OPS_USER
 from fleet.ota.keys import keygen, load_public_key
 from fleet.ota.release import make_release
 from fleet.ota.server import OtaServer, Release
 from fleet.registry import open_registry
-from fleet.selftest import BrokerAddress
 from hil_tests.agentnode import BLOCK, install
 from protocols import manifest as mf
 from protocols import messages, topics

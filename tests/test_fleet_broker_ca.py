@@ -15,13 +15,13 @@ import paho.mqtt.publish
 import pytest
 
 from fleet.broker import OPS_SECRET_FILE
+from fleet.broker_address import BrokerAddress, BrokerUnreachable
 from fleet.cli.main import main
 from fleet.credentials import OPS_USER
 from fleet.errors import FleetError
 from fleet.ingest.service import serve, settings_for
 from fleet.ota.server import OtaServer
 from fleet.registry import open_registry
-from fleet.selftest import BrokerAddress, BrokerUnreachable
 from protocols import messages
 from protocols.state import State
 from tests.brokerproc import Broker

@@ -25,6 +25,14 @@ import fleet.provision
 from agent.identity import parse as parse_identity
 from fleet.board_session import BoardSession
 from fleet.broker import ops_secret, run_broker, write_broker_files
+from fleet.broker_address import (
+    BrokerAddress,
+    BrokerUnreachable,
+    default_broker,
+    parse_broker_url,
+    read_broker_ca,
+    with_ca,
+)
 from fleet.cli.main import main
 from fleet.credentials import device_credential, verify_secret
 from fleet.errors import FleetError
@@ -39,17 +47,7 @@ from fleet.provision import (
     sense_code,
 )
 from fleet.registry import open_registry
-from fleet.selftest import (
-    BrokerAddress,
-    BrokerUnreachable,
-    Expect,
-    Watch,
-    default_broker,
-    parse_broker_url,
-    read_broker_ca,
-    sync,
-    with_ca,
-)
+from fleet.selftest import Expect, Watch, sync
 from protocols import messages, topics
 from protocols.state import State
 from protocols.telemetry import Telemetry

@@ -361,8 +361,8 @@ def ingest(port: int, store_url: str, home: Path, messages: list[tuple[str, byte
     """`fleet ingest` (the service in this process) draining `messages`, beside mosquitto_sub."""
     import logging
 
+    from fleet.broker_address import BrokerAddress
     from fleet.ingest.service import Settings, serve
-    from fleet.selftest import BrokerAddress
 
     logging.getLogger("fleet.ingest").setLevel(logging.ERROR)  # the garbage would log a line each
     logging.getLogger("gmqtt").setLevel(logging.CRITICAL)

@@ -386,8 +386,8 @@ def floor(site: Site, version: str) -> tuple[float, int]:
     """Seconds for every device to pull the envelope and the changed file of `version` at once from the
     fleet's OtaServer, and the bytes they took."""
     from fleet.broker import ops_secret
+    from fleet.broker_address import BrokerAddress
     from fleet.ota.server import OtaServer, Release
-    from fleet.selftest import BrokerAddress
     from tools.fleetsim.provision import load_devices
 
     release = Release(site.releases[version])

@@ -10,7 +10,7 @@ import click
 from fleet.errors import EXIT_FAILURE, FleetError
 
 if TYPE_CHECKING:
-    from fleet.selftest import BrokerAddress
+    from fleet.broker_address import BrokerAddress
 
 BROKER_HELP = ("Broker URL, mqtt://HOST:PORT or mqtts://HOST:PORT [default: $FLEET_BROKER, else the listener of "
                "`fleet broker config`].")
@@ -20,7 +20,7 @@ JSON_HELP = "Print the outcome as JSON."
 
 
 def _broker(url: str | None, ca_file: str | None) -> BrokerAddress | None:
-    from fleet.selftest import broker_from_options
+    from fleet.broker_address import broker_from_options
 
     return broker_from_options(url, ca_file)
 

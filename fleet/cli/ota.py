@@ -103,7 +103,7 @@ DEVICE_COLUMNS = ("device", "wave", "state", "reason", "progress", "sent", "note
 
 
 def _broker(url: str | None, ca_file: str | None) -> Any:
-    from fleet.selftest import broker_from_options
+    from fleet.broker_address import broker_from_options
 
     return broker_from_options(url, ca_file)
 

@@ -119,7 +119,7 @@ def sync(broker: str | None, broker_ca: str | None, timeout: float, as_json: boo
 def _broker(url: str | None, ca_file: str | None) -> Any:
     """The BrokerAddress of --broker and --broker-ca, checked; None (the fleet's default, resolved when
     needed) when neither was given."""
-    from fleet.selftest import broker_from_options
+    from fleet.broker_address import broker_from_options
 
     return broker_from_options(url, ca_file, need_ca=True)
 

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleet.broker_address import BrokerAddress, untrusted
 from fleet.errors import FleetError
 from fleet.ingest.thresholds import Thresholds
 from fleet.ingest.writer import BATCH_MAX, BATCH_WAIT_S, BatchWriter, Counters, NotStored
-from fleet.selftest import BrokerAddress, untrusted
 from fleet.store.base import Store
 
 log = logging.getLogger("fleet.ingest")
@@ -82,9 +82,9 @@ def settings_for(broker_url: str | None = None, store_url: str | None = None, ho
     import re
 
     from fleet.broker import ops_secret
+    from fleet.broker_address import broker_from_options, default_broker
     from fleet.credentials import OPS_USER
     from fleet.home import fleet_name
-    from fleet.selftest import broker_from_options, default_broker
 
     if shared is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,15}", shared):
         raise FleetError("bad shared-subscription group %r: use 1..16 characters of a-z 0-9 - _" % shared)

@@ -35,10 +35,10 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from fleet.broker_address import BrokerAddress
 from fleet.errors import EXIT_USAGE, FleetError
 from fleet.home import fleet_home, private_dir, write_atomic
 from fleet.ota.server import OtaServer, Release, ReleaseInfo
-from fleet.selftest import BrokerAddress
 
 PENDING, OFFERED, DOWNLOADING, VERIFYING, STAGED = "pending", "offered", "downloading", "verifying", "staged"
 DONE, FAILED, ROLLED_BACK, TIMED_OUT = "done", "failed", "rolled_back", "timed_out"
@@ -519,8 +519,8 @@ def run_rollout(ref: str, select: str | None = None, waves: str = "1%,10%,50%,10
 def _server(home: Path | None, broker: BrokerAddress | None, release: Release | None = None,
             on_event: Callable[..., None] | None = None) -> OtaServer:
     from fleet.broker import ops_secret
+    from fleet.broker_address import default_broker
     from fleet.home import fleet_name
-    from fleet.selftest import default_broker
 
     return OtaServer(fleet_name(home), broker or default_broker(home), ops_secret(home), release, on_event)
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fleet.broker_address import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable, untrusted
 from fleet.errors import FleetError
-from fleet.selftest import CONNECT_TIMEOUT, BrokerAddress, BrokerUnreachable, untrusted
 
 #: Chunk messages paho may have unacknowledged at once (the devices' windows, 8 chunks each, add up).
 MAX_INFLIGHT = 1000

@@ -142,7 +142,7 @@ def run(devices_file: Path | None, home: Path | None, broker: str | None, count:
         raise FleetError("the devices file lists no devices")
     host, port = doc.get("broker", {}).get("host", "127.0.0.1"), doc.get("broker", {}).get("port", 1883)
     if broker:
-        from fleet.selftest import parse_broker_url
+        from fleet.broker_address import parse_broker_url
 
         address = parse_broker_url(broker)
         host, port = address.host, address.port
