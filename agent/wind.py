@@ -32,7 +32,7 @@ from agent.sensing import Sensor
 _SECONDS = const(600)  # 10 minutes of 1-s values
 _MINUTES = const(10)
 _SCALE = const(720.0)  # counts per newton
-_LOAD_SILENCE_MS = const(2000)  # an HX711 converts at 10 or 80 Hz: 2 s without data is a fault
+_LOAD_SILENCE_MS = const(2000)  # an HX711 converts at 10 or 80 Hz: 2 s of looks without data is a fault
 _MOVING_WIND = const(8.0)  # m/s (Beaufort 5): from here the gusts matter, sample every second
 _MOVING_STEP = const(1.0)  # m/s change of the 3-s mean between samples
 
@@ -104,7 +104,7 @@ class WindSensor(Sensor):
         self.scale = cal.get("scale", _SCALE)
         self.stats = WindStats()
         self._prev_ms = None
-        self._load_ms = None
+        self._silent_ms = None  # when a look first found the HX711 with no conversion ready
         self._step = 0.0
         self._ready = False
 
@@ -140,19 +140,23 @@ class WindSensor(Sensor):
         cell = self._cell
         if cell is None:
             return
-        if self._load_ms is None:
-            self._load_ms = now_ms
         try:
             if cell.ready():
+                # The chip answered. A word discarded as garbled (None) is the driver's to count: a run of
+                # them is its own fault, hx711_garbage.
+                self._silent_ms = None
                 raw = cell.read_raw()
                 if raw is not None:
                     values["load"] = (raw - self.tare) / self.scale
-                    self._load_ms = now_ms
-                    return
-            silent = ticks_diff(now_ms, self._load_ms)
-            if silent > _LOAD_SILENCE_MS:
-                self._load_ms = now_ms  # report once per silence period, not on every sample
-                raise SensorFault("hx711_timeout", "no conversion for %d ms" % silent, True)
+                return
+            # Silence is timed from the first look that found no conversion, not from the last word: a
+            # node busy elsewhere (a config change, a reconnect) for seconds has not heard a silent chip.
+            first = self._silent_ms
+            if first is None:
+                self._silent_ms = now_ms
+            elif ticks_diff(now_ms, first) > _LOAD_SILENCE_MS:
+                self._silent_ms = now_ms  # report once per silence period, not on every sample
+                raise SensorFault("hx711_timeout", "no conversion for %d ms" % ticks_diff(now_ms, first), True)
         except SensorFault as fault:
             self.fault = fault.code
             raise

@@ -300,6 +300,49 @@ def test_wind_silent_load_cell_is_a_fault_after_two_seconds():
     assert sensor.fault == "hx711_timeout"
 
 
+def test_wind_load_silence_counts_only_while_the_node_looks():
+    """A node busy elsewhere for seconds (a config change, a reconnect) has not heard a silent cell: the
+    silence runs from the first look that found no conversion, not from the last word. (A conversion
+    keeps DOUT low until it is read, so two silent looks do prove the silence between them.)"""
+    clock = FakeClock()
+    chip = FakeHX711(clock, [1000, 1000])
+    cell = HX711(chip.clk, chip.dout, ticks=clock.ticks_us, sleep=clock.sleep_ms)
+    sensor = WindSensor(_Anemo([1.0] * 10), cell, {"tare": 0.0, "scale": 100.0})
+    sensor.setup()
+    sensor.sample(0)
+    assert sensor.values()["load"] == 10.0
+    chip.values = []  # from now on no conversion comes
+    sensor.sample(5000)  # the first look in 5 s finds none: not yet a fault
+    sensor.sample(6000)
+    with pytest.raises(SensorFault, match="hx711_timeout"):
+        sensor.sample(7500)  # 2.5 s of looks without a conversion
+    chip.values = [1000]
+    clock.advance_ms(100)
+    sensor.sample(8000)  # it answers again: the count starts over
+    chip.values = []
+    sensor.sample(9000)
+    sensor.sample(10500)
+
+
+def test_wind_garbled_load_words_are_not_silence():
+    """Words the driver discards (saturated, or a read stretched by an interrupt) are the chip answering:
+    a run of them is hx711_garbage, never hx711_timeout."""
+    clock = FakeClock()
+    chip = FakeHX711(clock, [0x7FFFFF] * 20)  # saturated words: discarded by the driver
+    cell = HX711(chip.clk, chip.dout, ticks=clock.ticks_us, sleep=clock.sleep_ms)
+    sensor = WindSensor(_Anemo([1.0] * 10), cell, {"tare": 1000.0, "scale": 100.0})
+    sensor.setup()
+    faults = []
+    for t in range(0, 8000, 1000):
+        clock.advance_ms(200)  # the next conversion is ready
+        try:
+            sensor.sample(t)
+        except SensorFault as fault:
+            faults.append(fault.code)
+    assert faults and set(faults) == {"hx711_garbage"}
+    assert "load" not in sensor.values()
+
+
 # ---------------------------------------------------------------- scheduler
 
 
