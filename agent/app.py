@@ -39,9 +39,8 @@ HEAP_CHECK_MS = 10000
 ROOM = 6
 #: Sampler this late past its planned wake-up means the agent is stuck: stop feeding the watchdog.
 STALL_MS = 20000
-#: The encoders of state, health and acks: loaded per message (agent/transient.py run()).
-_STATUS = "protocols.up_status"
-KIND_NAMES = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}
+#: What each new session starts with: will, birth, subscription (loaded per connect: agent/transient.py).
+_CONNECTED = "agent.connected"
 
 
 def epoch():
@@ -52,18 +51,33 @@ def epoch():
 class Agent:
     """One sensor node's agent."""
 
+    # Given by agent/startup.py build(); declared for the type checker only (no heap: nothing is stored).
+    sequence: sequence.Sequence
+    config: config.AgentConfig
+    config_faults: list
+    outbox: outbox.Outbox
+    reporter: reporter.Reporter
+    scheduler: scheduler.Scheduler
+    commands: commands.Commands
+    link: link.Link
+    uplink: uplink.Uplink
+    firmware: str
+    reset_cause: int
+    errors: dict
+    fault: str | None
+    _sleeper: asyncio.Task | None
+    started: int
+    progress: int
+    _heap_checked: int
+
     def __init__(self, board, ident, data=DATA):
         self.board = board
         self.id = ident
-        # its module stays: not in the call; safe mode (firmware/main.py, after crashes) reads no sensor
-        self.sensor = transient.call(commands.ota, "idle_sensor") if getattr(board, "safe", False) else \
+        # Built here, not in a per-call load, so its kind's module stays; safe mode (firmware/main.py,
+        # after crashes) reads no sensor.
+        self.sensor = transient.run("agent.ota", "idle_sensor") if getattr(board, "safe", False) else \
             make_sensor(ident.kind, board, ident.calibration)
-        self.errors = {}
-        self.fault = self._sleeper = None  # the last sensor fault; the sampler's task while it sleeps
-        (self.sequence, self.config, self.config_faults, self.outbox, self.reporter, self.scheduler,
-         self.commands, self.link, self.uplink, self.firmware, self.reset_cause) = transient.call(
-            _startup, "build", self, data)
-        self.started = self.progress = self._heap_checked = time.ticks_ms()
+        transient.run("agent.startup", "build", self, data)  # the other parts (agent/startup.py)
         gc.collect()
         self.heap_min = gc.mem_free()
 
@@ -74,23 +88,16 @@ class Agent:
         self.errors[code] = self.errors.get(code, 0) + 1
 
     def _will(self):
-        # Reserved at every connect, so the will is unique and carries this boot id (SPEC "State").
-        return (self._topic("state"), transient.run(_STATUS, "state", self.sequence.boot, self.sequence.next(), False),
-                1, True)
+        return transient.run(_CONNECTED, "will", self)
 
     async def _on_connect(self, client):
-        await self.birth(client)
-        await client.subscribe("cmd/%s/%s/+" % (self.id.fleet, self.id.device), 1)  # SPEC.md "Topics"
-        self.uplink.wake.set()
-        await transient.call(commands.ota, "connected", self)  # confirm a new release, report a rollback
+        await transient.run(_CONNECTED, "on_connect", self, client)
 
-    async def birth(self, client):
-        """Publish the retained birth: firmware, config version, boot id, reset cause."""
-        birth = transient.run(_STATUS, "state", self.sequence.boot, self.sequence.next(), True, self.firmware,
-                              self.config.version, self.reset_cause, KIND_NAMES.get(self.id.kind))
-        pid = await client.publish(self._topic("state"), birth, 1, True)
-        await client.wait_ack(pid)
-        self.reporter.send_ut = True
+    async def reboot(self):
+        """Reboot on the fleet's command, after the ack had time to leave."""
+        self.outbox.sync()
+        await asyncio.sleep(1)
+        self.board.reset()
 
     async def publish_now(self, kind, payload, seq=None):
         """Publish at once when a session is up; True once the broker has it. A message given its `seq`
@@ -111,12 +118,6 @@ class Agent:
             except AgentError:
                 self._count("outbox")
         return False
-
-    async def reboot(self):
-        """Reboot on the fleet's command, after the ack had time to leave."""
-        self.outbox.sync()
-        await asyncio.sleep(1)
-        self.board.reset()
 
     def sample_once(self):
         """Read the sensor once and report; a sensor fault is recorded, never raised."""
@@ -198,7 +199,7 @@ class Agent:
 
     async def run(self):
         """Start every task (agent/startup.py) and run forever."""
-        transient.call(_startup, "start", self)
+        transient.run("agent.startup", "start", self)
         transient.hold(ROOM)
         await self.watchdog()
 
@@ -223,13 +224,7 @@ def _health(agent, seq):
     return health_report.encode(agent, seq)
 
 
-def _startup(how, *args):
-    from agent import startup
-
-    return getattr(startup, how)(*args)
-
-
 def main(board):
     """Entry point from main.py: load the identity and run the agent."""
-    ident = transient.call(_startup, "identity")
+    ident = transient.run("agent.startup", "identity")
     asyncio.run(Agent(board, ident).run())

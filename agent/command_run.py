@@ -47,7 +47,7 @@ async def rebirth(agent):
 
     client = agent.link.client
     if client is not None:
-        await agent.birth(client)
+        await transient.run("agent.connected", "birth", agent, client)
     agent.reporter.force(epoch())
     agent.uplink.wake.set()
     await agent._health_now()

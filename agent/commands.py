@@ -47,10 +47,3 @@ class Commands:
                 continue
             topic, payload = self.queue.pop(0)
             await transient.run("agent.command_run", "handle", self.agent, topic, payload)
-
-
-def ota(how, *args):
-    """agent/ota.py's `how`(*args), for a transient.call."""
-    from agent import ota
-
-    return getattr(ota, how)(*args)

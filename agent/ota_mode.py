@@ -32,7 +32,7 @@ from agent.ota_fetch import Failed, Fetch
 from protocols import up_status
 
 DATA = "/data"  # agent/app.py DATA
-_KINDS = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}  # agent/app.py KIND_NAMES
+_KINDS = {"manhole-tilt": "manhole", "water-level": "water", "wind-load": "billboard"}  # agent/connected.py KIND_NAMES
 _RESETS = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}  # agent/startup.py RESET_CODES
 
 

@@ -1,7 +1,7 @@
 """Start-up of the agent: what runs once, before the tasks start (agent/app.py), loaded for the call.
 
-`identity()` reads /device.json, `build()` wires an Agent's parts (sequence, config, outbox, reporter,
-scheduler, commands, link, uplink) and `start()` sets the sensor up and starts the tasks. Each runs
+`identity()` reads /device.json, `build()` gives an Agent its parts (sequence, config, outbox, reporter,
+scheduler, commands, link, uplink, counters) and `start()` sets the sensor up and starts the tasks. Each runs
 through agent.transient, so this code, like the identity reader's, is dropped once the node is running:
 on the heap it would only take room.
 """
@@ -25,28 +25,32 @@ RESET_CODES = {"power_on": 1, "hard": 2, "wdt": 3, "deepsleep": 4, "soft": 5}
 
 
 def build(agent, data):
-    """The parts of `agent` (its board, id and sensor set), as Agent.__init__ lists them; state files
-    live under folder `data`."""
+    """Give `agent` (its board, id and sensor set) its parts; state files live under folder `data`."""
     board = agent.board
     ident = agent.id
     sensor = agent.sensor
+    agent.errors = {}  # error code -> count (health)
+    agent.fault = None  # the last sensor fault
+    agent._sleeper = None  # the sampler's task while it sleeps (agent/app.py _waker)
+    agent.firmware = ident.firmware
+    agent.reset_cause = RESET_CODES.get(board.reset_cause(), 0)
     _mkdir(data)
-    sequence = Sequence(data + "/seq")
-    config = AgentConfig(ident.kind, data + "/config.json")
-    faults = config.load()
+    agent.sequence = sequence = Sequence(data + "/seq")
+    agent.config = config = AgentConfig(ident.kind, data + "/config.json")
+    agent.config_faults = config.load()
     _mkdir(data + "/outbox")
-    outbox = Outbox(data + "/outbox")
-    reporter = Reporter(config, outbox, sequence, data + "/alarms")
-    scheduler = Scheduler(sensor.interval_ms(True), sensor.interval_ms(False))
-    reconfig.slow_period(config, reporter, sensor, scheduler)
+    agent.outbox = outbox = Outbox(data + "/outbox")
+    agent.reporter = reporter = Reporter(config, outbox, sequence, data + "/alarms")
+    agent.scheduler = Scheduler(sensor.interval_ms(True), sensor.interval_ms(False))
+    reconfig.slow_period(config, reporter, sensor, agent.scheduler)
     config._doc = None  # read: the alarms, filters and schedule are built (agent/config.py)
-    commands = Commands(agent)
-    link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
-                password=ident.password, will=agent._will, on_connect=agent._on_connect,
-                on_message=commands.offer, backoff=ident.backoff, stable_s=ident.stable_s, tls=tls_context.for_link(ident))
-    uplink = Uplink(link, outbox, ident.fleet, ident.device)
-    return (sequence, config, faults, outbox, reporter, scheduler, commands, link, uplink, ident.firmware,
-            RESET_CODES.get(board.reset_cause(), 0))
+    agent.commands = commands = Commands(agent)
+    agent.link = link = Link(board, ident.host, ident.port, ident.client_id, keepalive=60, user=ident.user,
+                             password=ident.password, will=agent._will, on_connect=agent._on_connect,
+                             on_message=commands.offer, backoff=ident.backoff, stable_s=ident.stable_s,
+                             tls=tls_context.for_link(ident))
+    agent.uplink = Uplink(link, outbox, ident.fleet, ident.device)
+    agent.started = agent.progress = agent._heap_checked = time.ticks_ms()
 
 
 def start(agent):
@@ -75,7 +79,16 @@ def identity():
     # Load once, while the heap is young, what commands and reports load later: the names they intern
     # stay (MicroPython never frees qstrs), so a later load never needs a new qstr pool, a large block
     # that a fragmented heap may no longer have.
-    from agent import command_read, command_run, config_apply, config_check, defaults, health_report, identity  # noqa: F401
+    from agent import (  # noqa: F401
+        command_read,
+        command_run,
+        config_apply,
+        config_check,
+        connected,
+        defaults,
+        health_report,
+        identity,
+    )
     from protocols import cbor_lite, up_status  # noqa: F401
 
     return identity.load()

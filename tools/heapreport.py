@@ -33,7 +33,7 @@ FIRMWARE = ("_emulink", "_emubus", "machine", "network", "asyncio")
 TRANSIENT = ("agent.identity", "agent.startup", "agent.command_read", "agent.reconfig", "agent.outbox_open",
              "agent.config_apply", "agent.config_check", "agent.defaults", "agent.calibrate",
              "agent.health_report", "protocols.messages", "protocols.topic", "protocols.cbor_lite",
-             "protocols.cbor_decode", "agent.tls_context", "agent.command_run", "agent.mqtt_session", "protocols.up_status")
+             "protocols.cbor_decode", "agent.tls_context", "agent.command_run", "agent.connected", "agent.mqtt_session", "protocols.up_status")
 #: Module name prefixes loaded per call too: over-the-air updates (agent/ota.py, each step per call).
 TRANSIENT_PREFIXES = ("agent.ota",)
 
