@@ -63,7 +63,7 @@ class Node:
         return self._topic("state"), up_status.state(self.sequence.boot, self.sequence.next(), False), 1, True
 
     async def _connected(self, client):
-        # As the agent does (agent/app.py): the retained birth (its release still), then the commands.
+        # As the agent does (agent/connected.py): the retained birth (its release still), then the commands.
         seq = self.sequence
         birth = up_status.state(seq.boot, seq.next(), True, self.id.firmware, self.config,
                                 _RESETS.get(self.board.reset_cause(), 0), _KINDS.get(self.id.kind))

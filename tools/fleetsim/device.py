@@ -2,7 +2,7 @@
 
 What it sends is what agent/app.py sends, encoded by the same `protocols.up` and `up_status` functions:
 - at every connection attempt a will (retained state offline) with a freshly reserved seq; after the
-  CONNACK a retained birth, then the subscription to its commands (agent/app.py `_will`, `birth`);
+  CONNACK a retained birth, then the subscription to its commands (agent/connected.py `will`, `birth`);
 - each sample: alarm events from the agent's own `Alarm` with the firmware's default thresholds
   (agent/defaults.py), then one telemetry pack of the kind's measurements built by `PackBuilder`, `ut`
   on the first pack after a birth (agent/reporter.py); both go through an outbox first, drained oldest

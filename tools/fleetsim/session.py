@@ -1,5 +1,5 @@
 """A simulated device's sessions with the broker: connecting (its will's seq reserved first, then the
-birth and the subscription, agent/app.py `_will`, `birth`), retrying with backoff, losing the link (what
+birth and the subscription, agent/connected.py `will`, `birth`), retrying with backoff, losing the link (what
 was in flight is resent, kept or marked unsure), planned outages and cuts, restarts as a new boot, and
 the end of the run. `Sessions` is the connection half of `SimDevice` (tools/fleetsim/device.py), which
 supplies what a session publishes.
