@@ -41,7 +41,8 @@ SAMPLES, SAMPLE_MS = 5, 250  # the plausibility read: 1.25 s, long enough for a 
 #: Run on the board (raw REPL): the active app slot on sys.path, the agent's own sensor, calibrated
 #: unless a calibration is given (K kind, C calibration, M measure), then sampled; one repr()'d dict
 #: comes back. A transient or garbled reading (a knock on the cover, an HX711 pulse stretched by an
-#: interrupt) gets two more tries: the agent would simply retry it at its next sample.
+#: interrupt) gets four more tries, each after a longer pause (a stretch comes in bursts): the agent
+#: would simply retry it at its next sample.
 SENSE = """\
 import sys, time
 with open('/app/active') as f:
@@ -54,13 +55,14 @@ r = {'faults': [], 'cal': C}
 try:
     s = make_sensor(K, board.Board(), C)
     s.setup()
-    for t in range(3 if M else 0):
+    for t in range(5 if M else 0):
         try:
             r['cal'] = calibrate.run(s)
             break
         except Exception as e:
-            if t == 2 or not (getattr(e, 'transient', 0) or getattr(e, 'code', '').endswith('_garbage')):
+            if t == 4 or not (getattr(e, 'transient', 0) or getattr(e, 'code', '').endswith('_garbage')):
                 raise
+            time.sleep_ms(200 * (t + 1))
     for i in range(%(n)d):
         time.sleep_ms(%(ms)d)
         try:

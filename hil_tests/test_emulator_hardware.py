@@ -194,13 +194,29 @@ print('again=%d' % hx_read())
 """
 
 
+def _power_downs(board) -> int:
+    return board.status()["hardware"]["chips"]["hx711"]["power_downs"]
+
+
+def read_wind_and_load(board) -> dict[str, str]:
+    """WIND_LOAD_READ on the board, again (3 tries at most) while a read powered the HX711 down: the host
+    descheduled the VM with the clock high past the datasheet's 60 us, which no board with its interrupts
+    off sees. The words of a read that did not power it down must be exact."""
+    for _ in range(3):
+        before = _power_downs(board)
+        out = on_board(board, WIND_LOAD_READ)
+        if _power_downs(board) == before:
+            return out
+    raise AssertionError("every read of the HX711 powered it down (a host too loaded for 60 us)")
+
+
 def test_anemometer_pulses_and_hx711_follow_wind_and_load(board_factory, boardemu_cli):
     board = board_factory("wind-load")
     common = ("gust_mps=0", "hx711_offset=120000", "hx711_scale=50", "hx711_noise=0")
     cli_ok(boardemu_cli, "set", "--dir", board.dir, "wind_mps=20", "load_n=1000", *common)
-    fast = on_board(board, WIND_LOAD_READ)
+    fast = read_wind_and_load(board)
     cli_ok(boardemu_cli, "set", "--dir", board.dir, "wind_mps=10", "load_n=-500", *common)
-    slow = on_board(board, WIND_LOAD_READ)
+    slow = read_wind_and_load(board)
     assert 26 <= int(fast["pulses"]) <= 34  # 20 m/s / 0.667 m/s per Hz = 30 Hz for 1 s
     assert 12 <= int(slow["pulses"]) <= 18  # half the wind, half the rate
     assert fast["counts"] == fast["again"] == "170000"  # offset + 1000 N * 50 counts/N, 24-bit word
