@@ -187,7 +187,7 @@ class Agent:
 
     async def _health_now(self):
         seq = self.sequence.next()
-        await self.publish_now("health", transient.call(_health, self, seq), seq)
+        await self.publish_now("health", transient.run("agent.health_report", "encode", self, seq), seq)
 
     async def watchdog(self):
         """Feed the hardware watchdog only while the sampler makes progress."""
@@ -216,12 +216,6 @@ class Agent:
                 print("agent: task failed:")
                 sys.print_exception(error)
                 await asyncio.sleep(5)
-
-
-def _health(agent, seq):
-    from agent import health_report
-
-    return health_report.encode(agent, seq)
 
 
 def main(board):

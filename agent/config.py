@@ -26,11 +26,7 @@ schedule does. What stays resident is the document in force and its version.
 
 from agent import transient
 
-
-def _run(name, *args):
-    from agent import config_apply
-
-    return getattr(config_apply, name)(*args)
+_APPLY = "agent.config_apply"  # loading, merging and storing a document, loaded per call
 
 
 def _defaults(kind):
@@ -38,12 +34,6 @@ def _defaults(kind):
     from agent import defaults
 
     return defaults.config_for(kind), defaults.MEASURES[kind]
-
-
-def _check(doc, measures):
-    from agent import config_check  # alone: the peak of a config change is what the heap must hold
-
-    return config_check.validate(doc, measures)
 
 
 class AgentConfig:
@@ -68,9 +58,9 @@ class AgentConfig:
 
     def load(self):
         """Read the stored document at boot; return reasons if it was unreadable or partly invalid."""
-        clean, _, reasons = transient.call(_run, "stored", self)
+        clean, _, reasons = transient.run(_APPLY, "stored", self)
         if clean is not None:  # entries this firmware refuses now keep their defaults
-            transient.call(_run, "take", self, clean, transient.call(_defaults, self.kind)[0])
+            transient.run(_APPLY, "take", self, clean, transient.call(_defaults, self.kind)[0])
         return reasons
 
     def apply(self, doc, whole=False):
@@ -80,8 +70,9 @@ class AgentConfig:
         """
         if isinstance(doc, dict) and doc.get(2) == self.version and self.version:
             return []
-        clean, refused, reasons = transient.call(_check, doc, self.measures)
+        # The checks alone: the peak of a config change is what the heap must hold.
+        clean, refused, reasons = transient.run("agent.config_check", "validate", doc, self.measures)
         if clean is None or (whole and reasons):
             return reasons
-        transient.call(_run, "commit", self, clean, refused, transient.call(_defaults, self.kind)[0])
+        transient.run(_APPLY, "commit", self, clean, refused, transient.call(_defaults, self.kind)[0])
         return reasons

@@ -63,6 +63,7 @@ PROTOCOL = const(9)  # the broker sent what MQTT 3.1.1 does not allow
 _SIZES = b"\xff\xff\x02\xff\x02\xff\xff\xff\xff\x03\xff\x02\xff\x00\xff\xff"
 # SUBSCRIBE's id; PUBLISH takes 1..0xFFFE, so they never collide (2.3.1). agent/mqtt_session.py has a copy.
 _SUB_PID = const(0xFFFF)
+_SESSION = "agent.mqtt_session"  # CONNECT and SUBSCRIBE, loaded per call (agent/transient.py)
 
 
 def _error(message, code=0):
@@ -80,14 +81,6 @@ def _topic_name(topic):
         if c in b"#+\x00":
             raise _error("bad arg %r" % (topic,))
     return t
-
-
-def _session(how, client, args):
-    # Run through agent.transient.call: agent/mqtt_session.py is loaded for the call and dropped after
-    # it; the coroutine returned keeps its code until it finishes.
-    from agent import mqtt_session
-
-    return getattr(mqtt_session, how)(client, *args)
 
 
 class MQTTClient:
@@ -330,8 +323,9 @@ class MQTTClient:
         client afterwards in every case, before connecting again."""
         self._r = reader
         self._w = writer  # first: close() closes it whatever happens below, a failed load included
-        return await transient.call(_session, "connect", self,
-                                    (client_id, keepalive, clean_session, will, user, password))
+        # agent/mqtt_session.py is loaded for the call; the coroutine keeps its code until it finishes.
+        return await transient.run(_SESSION, "connect", self, client_id, keepalive, clean_session, will, user,
+                                   password)
 
     async def wait_dead(self):
         """Wait until the session is dead or closed; return the error that ended it."""
@@ -392,7 +386,7 @@ class MQTTClient:
     async def subscribe(self, topic_filter, qos=0):
         """SUBSCRIBE to one filter (3.8) and wait for SUBACK; return the granted QoS. AgentError if
         refused (code 0) or LOST. One at a time."""
-        return await transient.call(_session, "subscribe", self, (topic_filter, qos))
+        return await transient.run(_SESSION, "subscribe", self, topic_filter, qos)
 
     async def close(self, disconnect=True):
         """End the session (with DISCONNECT if `disconnect` and alive, so the will is not published)

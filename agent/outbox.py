@@ -70,7 +70,7 @@ class Outbox:
         self._next_seg = 0  # number of the next segment to make
         self.count = 0  # records waiting
         self.dropped = 0  # records deleted unsent because the budget was full (persisted)
-        transient.call(_open, self)  # once, at boot: its code is not kept (agent/outbox_open.py)
+        transient.run("agent.outbox_open", "scan", self)  # once, at boot: its code is not kept
 
     # -- files
 
@@ -222,9 +222,3 @@ class Outbox:
         """Write the ack position now (before a planned reboot)."""
         if self._unsaved:
             self._save()
-
-
-def _open(box):
-    from agent import outbox_open
-
-    outbox_open.scan(box)

@@ -18,8 +18,9 @@ def effective(config):
     """The effective document of `config` (agent/config.py): the kind's defaults overlaid by the applied
     document; kept in config._doc until the caller lets it go."""
     if config._doc is None:
-        base = transient.call(_defaults, config.kind)
-        config._doc = transient.call(_merge, base, config.applied)
+        # Calls of their own, as in agent/config.py: the defaults' code and the merge's never load together.
+        base = transient.run("agent.defaults", "config_for", config.kind)
+        config._doc = transient.run("agent.config_apply", "merge", base, config.applied)
     return config._doc
 
 
@@ -101,17 +102,3 @@ def slow_period(config, reporter, sensor, scheduler):
     seconds = sample_s(config, reporter.measures[0])
     if seconds:
         scheduler.slow_ms = min(int(seconds * 1000), sensor.interval_ms(False))
-
-
-def _defaults(kind):
-    # Calls of their own, as in agent/config.py: the defaults' code and the merge's are never loaded
-    # together.
-    from agent import defaults
-
-    return defaults.config_for(kind)
-
-
-def _merge(base, doc):
-    from agent import config_apply
-
-    return config_apply.merge(base, doc)
