@@ -297,6 +297,7 @@ class BoardHost:
         self.port.unplug()
         if self.rfc is not None:
             self.rfc.close()
+        self._console.close()
 
 
 if __name__ == "__main__":
@@ -315,6 +316,13 @@ class ConsoleLog:
         self._lock = threading.Lock()
         self._size = path.stat().st_size if path.exists() else 0
         self._failed = False
+        self._file = None  # kept open (unbuffered): the VM's output comes in chunks of 64 bytes
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def write(self, data: bytes) -> None:
         if not data:
@@ -322,10 +330,14 @@ class ConsoleLog:
         with self._lock:
             try:
                 if self._size and self._size + len(data) > self.limit:
+                    if self._file is not None:
+                        self._file.close()
+                        self._file = None
                     os.replace(self.path, self.path.with_name(self.path.name + ".1"))
                     self._size = 0
-                with open(self.path, "ab") as f:
-                    f.write(data)
+                if self._file is None:
+                    self._file = open(self.path, "ab", buffering=0)  # closed by close() or a rotation
+                self._file.write(data)
                 self._size += len(data)
             except OSError as exc:  # the serial line matters more than its copy: say so once, go on
                 if not self._failed:
